@@ -46,6 +46,8 @@ export interface Backoff {
   factor: number;
 }
 
+const RELEASE_DELAY_MS = 100;
+
 export const defaultBackoff: Backoff = { initialMs: 250, maxMs: 30_000, factor: 2 };
 
 /** The delay before redelivery after the `deliveryCount`-th delivery failed. */
@@ -206,6 +208,14 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
     }
   };
 
+  // Hands an unstarted message back for another replica. A short delay rather than
+  // an immediate nak: nats-server 2.9 can redeliver the wrong message when several
+  // immediate naks arrive back to back (seen in the lifecycle test).
+  const release = (m: JsMsg) => {
+    logger.debug({ seq: m.info.streamSequence }, "releasing unstarted message");
+    m.nak(RELEASE_DELAY_MS);
+  };
+
   const loop = async (): Promise<void> => {
     let attempt = 0;
     while (!stopping) {
@@ -215,15 +225,19 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
         ready = true;
         attempt = 0;
         for await (const m of iter) {
+          logger.trace(
+            { seq: m.info.streamSequence, cseq: m.info.deliverySequence, delivery: m.info.deliveryCount },
+            "received",
+          );
           if (stopping) {
             // Buffered but never started: hand it back at once for another replica.
-            m.nak();
+            release(m);
             continue;
           }
           await slots.acquire();
           if (stopping) {
             slots.release();
-            m.nak();
+            release(m);
             continue;
           }
           void handleOne(m).finally(() => slots.release());

@@ -12,3 +12,4 @@ export * from "./consumer.js";
 export * from "./semaphore.js";
 export * from "./lifecycle.js";
 export * from "./runtime.js";
+export * from "./grpc-probe.js";

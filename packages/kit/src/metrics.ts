@@ -21,7 +21,7 @@ export class Metrics {
 
   constructor(readonly service: string) {
     this.registry.setDefaultLabels({ service });
-    collectDefaultMetrics({ register: this.registry, prefix: "kairos_process_" });
+    collectDefaultMetrics({ register: this.registry, prefix: "kairos_" });
     this.stageDuration = new Histogram({
       name: "kairos_stage_duration_seconds",
       help: "Own processing time per message and stage, in seconds.",
