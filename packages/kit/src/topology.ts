@@ -24,6 +24,7 @@ export const subjects = {
   intents: (workspace: string, channel: string) => `kairos.intents.${workspace}.${channel}`,
   dispatch: (workspace: string, channel: string) => `kairos.dispatch.${workspace}.${channel}`,
   outcomes: (workspace: string, channel: string) => `kairos.outcomes.${workspace}.${channel}`,
+  segments: (workspace: string, segment: string) => `kairos.segments.${workspace}.${segment}`,
   dlq: (service: string) => `kairos.dlq.${service}`,
 } as const;
 
@@ -32,7 +33,7 @@ export function isSubjectToken(token: string): boolean {
   return /^[A-Za-z0-9_-]+$/.test(token);
 }
 
-export type StreamName = "EVENTS" | "PROFILES" | "INTENTS" | "DISPATCH" | "OUTCOMES" | "DLQ";
+export type StreamName = "EVENTS" | "PROFILES" | "SEGMENTS" | "INTENTS" | "DISPATCH" | "OUTCOMES" | "DLQ";
 
 /** Stream declarations; `replicas` is applied at creation. */
 export const streams: Record<StreamName, Partial<StreamConfig> & { name: StreamName; subjects: string[] }> = {
@@ -50,6 +51,13 @@ export const streams: Record<StreamName, Partial<StreamConfig> & { name: StreamN
     retention: RetentionPolicy.Limits,
     max_age: nanos(DAY),
     duplicate_window: nanos(10 * 60_000),
+  },
+  SEGMENTS: {
+    name: "SEGMENTS",
+    subjects: ["kairos.segments.>"],
+    retention: RetentionPolicy.Limits,
+    max_age: nanos(30 * DAY),
+    duplicate_window: nanos(HOUR),
   },
   INTENTS: {
     name: "INTENTS",

@@ -1,0 +1,3 @@
+/** The declarative mesh configuration (write keys, segments, journeys, channels). */
+export * from "./schema.js";
+export * from "./load.js";

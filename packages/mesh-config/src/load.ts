@@ -1,0 +1,135 @@
+/** Loads and validates the mesh configuration, naming the file, line and field of every problem. */
+import { readFileSync } from "node:fs";
+import { isNode, LineCounter, parseDocument, type Document } from "yaml";
+import { parse as parseCel } from "@bufbuild/cel";
+import { meshConfigSchema, type MeshConfig } from "./schema.js";
+
+/** One problem in a configuration file. */
+export interface ConfigProblem {
+  file: string;
+  line: number;
+  path: string;
+  message: string;
+}
+
+export class MeshConfigError extends Error {
+  constructor(readonly problems: ConfigProblem[]) {
+    super(
+      `invalid mesh configuration:\n${problems.map((p) => `  ${p.file}:${p.line}: ${p.path}: ${p.message}`).join("\n")}`,
+    );
+    this.name = "MeshConfigError";
+  }
+}
+
+function lineOf(doc: Document, lc: LineCounter, path: (string | number)[]): number {
+  // The deepest node that exists along the path.
+  for (let n = path.length; n >= 0; n--) {
+    const node = doc.getIn(path.slice(0, n), true);
+    if (isNode(node) && node.range) return lc.linePos(node.range[0]).line;
+  }
+  return 1;
+}
+
+const pathText = (path: (string | number)[]) =>
+  path.map((p, i) => (typeof p === "number" ? `[${p}]` : i === 0 ? p : `.${p}`)).join("") || "(root)";
+
+/** Parses YAML text into a validated configuration; `file` is used in messages. */
+export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new MeshConfigError(
+      doc.errors.map((e) => ({
+        file,
+        line: e.linePos?.[0].line ?? 1,
+        path: "(yaml)",
+        message: e.message.split("\n")[0] ?? e.message,
+      })),
+    );
+  }
+  const result = meshConfigSchema.safeParse(doc.toJS());
+  const problems: ConfigProblem[] = [];
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      problems.push({
+        file,
+        line: lineOf(doc, lc, issue.path),
+        path: pathText(issue.path),
+        message: issue.message,
+      });
+    }
+    throw new MeshConfigError(problems);
+  }
+  const cfg = result.data;
+  const channels = new Set(cfg.channels.map((c) => c.name));
+  const problem = (path: (string | number)[], message: string) =>
+    problems.push({ file, line: lineOf(doc, lc, path), path: pathText(path), message });
+  const seenKeys = new Map<string, string>();
+  cfg.workspaces.forEach((ws, w) => {
+    ws.writeKeys.forEach((k, i) => {
+      const other = seenKeys.get(k.key);
+      if (other !== undefined)
+        problem(["workspaces", w, "writeKeys", i, "key"], `write key already used by ${other}`);
+      seenKeys.set(k.key, `${ws.id}/${k.source}`);
+    });
+    const segments = new Set<string>();
+    ws.segments.forEach((s, i) => {
+      if (segments.has(s.name))
+        problem(["workspaces", w, "segments", i, "name"], `duplicate segment "${s.name}"`);
+      segments.add(s.name);
+      try {
+        parseCel(s.condition);
+      } catch (e) {
+        problem(
+          ["workspaces", w, "segments", i, "condition"],
+          `invalid CEL: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+    });
+    ws.journeys.forEach((j, i) => {
+      const t = j.trigger;
+      const seg =
+        "segmentEntered" in t ? t.segmentEntered : "segmentExited" in t ? t.segmentExited : undefined;
+      if (seg !== undefined && !segments.has(seg))
+        problem(["workspaces", w, "journeys", i, "trigger"], `unknown segment "${seg}"`);
+      if ("event" in t && t.condition !== undefined) {
+        try {
+          parseCel(t.condition);
+        } catch (e) {
+          problem(
+            ["workspaces", w, "journeys", i, "trigger", "condition"],
+            `invalid CEL: ${e instanceof Error ? e.message : String(e)}`,
+          );
+        }
+      }
+      if (!channels.has(j.action.channel))
+        problem(
+          ["workspaces", w, "journeys", i, "action", "channel"],
+          `unknown channel "${j.action.channel}"`,
+        );
+    });
+  });
+  if (problems.length > 0) throw new MeshConfigError(problems);
+  return cfg;
+}
+
+/** Reads and validates a configuration file. */
+export function loadMeshConfig(file: string): MeshConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    throw new MeshConfigError([
+      { file, line: 0, path: "(file)", message: e instanceof Error ? e.message : String(e) },
+    ]);
+  }
+  return parseMeshConfig(text, file);
+}
+
+/** Finds the workspace and source of a write key. */
+export function writeKeyIndex(cfg: MeshConfig): Map<string, { workspace: string; source: string }> {
+  const out = new Map<string, { workspace: string; source: string }>();
+  for (const ws of cfg.workspaces)
+    for (const k of ws.writeKeys) out.set(k.key, { workspace: ws.id, source: k.source });
+  return out;
+}

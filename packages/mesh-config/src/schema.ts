@@ -1,0 +1,92 @@
+/** The declarative mesh configuration: write keys, segments, journeys, channels. */
+import { z } from "zod";
+
+const token = z
+  .string()
+  .regex(/^[A-Za-z0-9_-]+$/, "must be letters, digits, '_' or '-' (it is used as a NATS subject token)");
+
+/** Duration: `500ms`, `30s`, `5m`, `1h`, `2d`, parsed to milliseconds. */
+export const duration = z.union([z.number().nonnegative(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number") return v;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(v.trim());
+  if (!m) {
+    ctx.addIssue({
+      code: z.ZodIssueCode.custom,
+      message: `"${v}" is not a duration (e.g. 500ms, 30s, 5m, 1h, 2d)`,
+    });
+    return z.NEVER;
+  }
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "ms"];
+  return Number(m[1]) * unit;
+});
+
+export const writeKeySchema = z.object({
+  key: z.string().min(8, "write keys must have at least 8 characters"),
+  source: token,
+});
+
+export const segmentSchema = z.object({
+  name: token,
+  description: z.string().optional(),
+  /** CEL over `profile` (`profile.id`, `profile.traits`, `profile.computed`, `profile.identifiers`). */
+  condition: z.string().min(1),
+});
+
+export const actionSchema = z.object({
+  channel: token,
+  purpose: z.enum(["marketing", "transactional", "service"]).default("marketing"),
+  priority: z.number().int().min(0).max(100).default(50),
+  /** How long after it is due the action stays relevant (not_after = due + relevance). */
+  relevance: duration.optional(),
+  /** Values may reference profile fields as `{{traits.first_name}}`, `{{profile_id}}`. */
+  payload: z.record(z.unknown()).default({}),
+});
+
+export const journeySchema = z.object({
+  name: token,
+  trigger: z.union([
+    z.object({ segmentEntered: token }).strict(),
+    z.object({ segmentExited: token }).strict(),
+    z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
+  ]),
+  action: actionSchema,
+  /** once: at most one action per profile, ever; every: once per trigger. */
+  reentry: z.enum(["once", "every"]).default("once"),
+});
+
+export const workspaceSchema = z.object({
+  id: token,
+  /** Default IANA time zone for customers without one. */
+  timezone: z.string().default("UTC"),
+  writeKeys: z.array(writeKeySchema).default([]),
+  segments: z.array(segmentSchema).default([]),
+  journeys: z.array(journeySchema).default([]),
+});
+
+export const channelSchema = z.object({
+  name: token,
+  mode: z.enum(["respond", "inspire"]),
+  /** Freshness objective: p99 of delivered-at minus due-at. */
+  freshnessSlo: duration,
+  /** Per-profile daily cap (in the customer's time zone); none when absent. */
+  dailyCap: z.number().int().positive().optional(),
+  webhook: z
+    .object({
+      url: z.string().url(),
+      timeout: duration.default(5000),
+      headers: z.record(z.string()).default({}),
+    })
+    .optional(),
+});
+
+export const meshConfigSchema = z.object({
+  workspaces: z.array(workspaceSchema).min(1, "at least one workspace is needed"),
+  channels: z.array(channelSchema).default([]),
+});
+
+export type MeshConfig = z.output<typeof meshConfigSchema>;
+export type WorkspaceConfig = z.output<typeof workspaceSchema>;
+export type SegmentConfig = z.output<typeof segmentSchema>;
+export type JourneyConfig = z.output<typeof journeySchema>;
+export type ActionConfig = z.output<typeof actionSchema>;
+export type ChannelConfig = z.output<typeof channelSchema>;
