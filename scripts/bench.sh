@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the benchmarks under bench/; each prints its own figures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/sbin:/usr/local/sbin"
+what=${1:-bus}
+case "$what" in
+  bus) exec pnpm exec tsx bench/bus-ceiling.ts ;;
+  *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
+esac

@@ -1,0 +1,193 @@
+/**
+ * `./kairos start`: the whole mesh on this machine. Starts a nats-server with
+ * JetStream in .data/nats, every service under services/ that has a main, a demo
+ * channel endpoint and demo traffic; prints where everything listens and a live
+ * count per stage; Ctrl-C (or SIGTERM) stops everything.
+ *
+ * Flags: --no-demo (no traffic generator), --rate N (demo events per second, default 20).
+ */
+import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { join, resolve } from "node:path";
+import { connect as netConnect } from "node:net";
+import { connect } from "@nats-io/transport-node";
+import { jetstreamManager } from "@nats-io/jetstream";
+import { checkHealth } from "@kairos/kit";
+import { NatsServer, freePort, startChild, type Child } from "@kairos/testkit";
+import { runDemoTraffic } from "./demo-traffic.js";
+
+const root = resolve(import.meta.dirname, "..");
+const args = process.argv.slice(2);
+const demo = !args.includes("--no-demo");
+const rateArg = args.indexOf("--rate");
+const rate = rateArg >= 0 ? Number(args[rateArg + 1]) : 20;
+
+interface ServiceInfo {
+  name: string;
+  dir: string;
+  env: Record<string, string>;
+}
+
+function discoverServices(): ServiceInfo[] {
+  const dir = join(root, "services");
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir)
+    .sort()
+    .flatMap((name) => {
+      const pkgPath = join(dir, name, "package.json");
+      if (!existsSync(pkgPath) || !existsSync(join(dir, name, "src/main.ts"))) return [];
+      const pkg = JSON.parse(readFileSync(pkgPath, "utf8")) as {
+        kairos?: { service?: boolean; env?: Record<string, string> };
+      };
+      if (pkg.kairos?.service !== true) return [];
+      return [{ name, dir: join(dir, name), env: pkg.kairos.env ?? {} }];
+    });
+}
+
+const portFree = (port: number) =>
+  new Promise<boolean>((res) => {
+    const s = netConnect(port, "127.0.0.1");
+    s.once("connect", () => {
+      s.destroy();
+      res(false);
+    });
+    s.once("error", () => res(true));
+  });
+
+/** The demo channel endpoint: counts POSTs per idempotency key, as a real channel would dedupe. */
+function startChannelEndpoint(port: number) {
+  const seen = new Map<string, number>();
+  let posts = 0;
+  const server: Server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += c.toString()));
+    req.on("end", () => {
+      posts++;
+      const key = String(req.headers["idempotency-key"] ?? "");
+      seen.set(key, (seen.get(key) ?? 0) + 1);
+      res.writeHead(200, { "content-type": "application/json" }).end('{"ok":true}');
+    });
+  });
+  return new Promise<{ server: Server; stats: () => { posts: number; distinct: number } }>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(port, "127.0.0.1", () => ok({ server, stats: () => ({ posts, distinct: seen.size }) }));
+  });
+}
+
+const log = (msg: string) => process.stdout.write(`${msg}\n`);
+
+async function main() {
+  const services = discoverServices();
+  const dataDir = join(root, ".data", "nats");
+  mkdirSync(dataDir, { recursive: true });
+  const natsPort = (await portFree(4222)) ? 4222 : await freePort();
+  log(`starting nats-server (JetStream, store ${dataDir}) on 127.0.0.1:${natsPort}`);
+  const nats = await NatsServer.start({ port: natsPort, storeDir: dataDir });
+
+  const children: { info: ServiceInfo; child: Child }[] = [];
+  let endpoint: Awaited<ReturnType<typeof startChannelEndpoint>> | undefined;
+  let stopDemo: (() => Promise<void>) | undefined;
+  let ticker: NodeJS.Timeout | undefined;
+  let stopping = false;
+
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    clearInterval(ticker);
+    log("\nstopping…");
+    await stopDemo?.();
+    const results = await Promise.all(
+      children.map(async ({ info, child }) => [info.name, await child.stop("SIGTERM", 10_000)] as const),
+    );
+    for (const [name, r] of results) log(`  ${name.padEnd(20)} exited ${r.signal ?? r.code}`);
+    endpoint?.server.close();
+    await nats.stop();
+    log("  nats-server          stopped");
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void stopAll(0));
+  process.once("SIGTERM", () => void stopAll(0));
+
+  const channelPort = 8089;
+  if (await portFree(channelPort)) endpoint = await startChannelEndpoint(channelPort);
+
+  for (const info of services) {
+    const child = startChild(join(root, "node_modules/.bin/tsx"), [join(info.dir, "src/main.ts")], {
+      cwd: root,
+      name: info.name,
+      echo: process.env.KAIROS_ECHO_LOGS === "1",
+      env: { ...process.env, NATS_URL: nats.url, KAIROS_CONFIG: join(root, "config/demo.yaml"), ...info.env },
+    });
+    children.push({ info, child });
+    void child.exited.then(({ code, signal }) => {
+      if (stopping) return;
+      log(`\n${info.name} exited unexpectedly (code ${code}, signal ${signal}); last output:`);
+      log(child.lines.slice(-20).join("\n"));
+      void stopAll(1);
+    });
+  }
+
+  // Wait for every service to answer SERVING on gRPC health.
+  const deadline = Date.now() + 60_000;
+  for (const { info } of children) {
+    const addr = `127.0.0.1:${info.env.GRPC_PORT}`;
+    for (;;) {
+      const status = await checkHealth(addr, "", 1000);
+      if (status === "SERVING") break;
+      if (Date.now() > deadline) {
+        log(`${info.name} did not become SERVING on ${addr} (last: ${status})`);
+        return stopAll(1);
+      }
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+
+  log("\nKairos is running:");
+  log(`  ${"nats-server".padEnd(20)} ${nats.url}  (JetStream store .data/nats)`);
+  for (const { info } of children) {
+    const extra = info.env.HTTP_PORT ? `  HTTP http://127.0.0.1:${info.env.HTTP_PORT}` : "";
+    log(
+      `  ${info.name.padEnd(20)} gRPC 127.0.0.1:${info.env.GRPC_PORT}  ops http://127.0.0.1:${info.env.OPS_PORT}/metrics  SERVING${extra}`,
+    );
+  }
+  if (endpoint) log(`  ${"demo channel".padEnd(20)} http://127.0.0.1:${channelPort}/hooks/webhook`);
+  log("Ctrl-C stops everything.\n");
+
+  const ingestion = children.find((c) => c.info.name === "ingestion");
+  if (demo && ingestion?.info.env.HTTP_PORT) {
+    stopDemo = runDemoTraffic({
+      url: `http://127.0.0.1:${ingestion.info.env.HTTP_PORT}`,
+      writeKey: "demo-web-write-key",
+      rate,
+    });
+    log(`demo traffic: ${rate} events/s to ingestion (--no-demo to disable, --rate N to change)`);
+  }
+
+  const nc = await connect({ servers: nats.url, name: "kairos-dev" });
+  const jsm = await jetstreamManager(nc);
+  const counts = async () => {
+    const out: string[] = [];
+    for (const s of ["EVENTS", "PROFILES", "SEGMENTS", "INTENTS", "DISPATCH", "OUTCOMES", "DLQ"]) {
+      try {
+        const info = await jsm.streams.info(s);
+        out.push(`${s.toLowerCase()} ${info.state.messages}`);
+      } catch {
+        out.push(`${s.toLowerCase()} -`);
+      }
+    }
+    const e = endpoint?.stats();
+    if (e) out.push(`channel posts ${e.posts} (${e.distinct} distinct keys)`);
+    return out.join(" | ");
+  };
+  ticker = setInterval(() => {
+    counts().then(
+      (line) => log(`[${new Date().toISOString().slice(11, 19)}] ${line}`),
+      () => undefined,
+    );
+  }, 5000);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`kairos start failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
