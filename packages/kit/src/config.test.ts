@@ -43,6 +43,8 @@ describe("loadConfig", () => {
 
   it("rejects out-of-range ports and non-http URLs", () => {
     expect(() => loadConfig({ P: env.port() }, { P: "70000" })).toThrow(/P="70000" is not a valid port/);
-    expect(() => loadConfig({ U: env.url() }, { U: "ftp://x" })).toThrow(/U="ftp:\/\/x" must use http: or https:/);
+    expect(() => loadConfig({ U: env.url() }, { U: "ftp://x" })).toThrow(
+      /U="ftp:\/\/x" must use http: or https:/,
+    );
   });
 });

@@ -21,7 +21,11 @@ export class ConfigError extends Error {
 
 class VarError extends Error {}
 
-function optional<T>(fallback: T | undefined, parse: (raw: string, name: string) => T, describe: string): EnvVar<T> {
+function optional<T>(
+  fallback: T | undefined,
+  parse: (raw: string, name: string) => T,
+  describe: string,
+): EnvVar<T> {
   return {
     describe,
     parse(raw, name) {
@@ -39,11 +43,15 @@ export const env = {
   string(fallback?: string): EnvVar<string> {
     return optional(fallback, (raw) => raw, "a string");
   },
-  int(fallback?: number, { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = {}): EnvVar<number> {
+  int(
+    fallback?: number,
+    { min = Number.MIN_SAFE_INTEGER, max = Number.MAX_SAFE_INTEGER } = {},
+  ): EnvVar<number> {
     return optional(
       fallback,
       (raw, name) => {
-        if (!/^-?\d+$/.test(raw.trim())) throw new VarError(`${name}=${JSON.stringify(raw)} is not an integer`);
+        if (!/^-?\d+$/.test(raw.trim()))
+          throw new VarError(`${name}=${JSON.stringify(raw)} is not an integer`);
         const n = Number(raw);
         if (n < min || n > max) throw new VarError(`${name}=${raw} is outside ${min}..${max}`);
         return n;
@@ -133,10 +141,15 @@ export const env = {
 };
 
 export type ConfigSpec = Record<string, EnvVar<unknown>>;
-export type ConfigOf<S extends ConfigSpec> = { readonly [K in keyof S]: S[K] extends EnvVar<infer T> ? T : never };
+export type ConfigOf<S extends ConfigSpec> = {
+  readonly [K in keyof S]: S[K] extends EnvVar<infer T> ? T : never;
+};
 
 /** Parses every variable of the spec from `source`; throws one ConfigError listing all problems. */
-export function loadConfig<S extends ConfigSpec>(spec: S, source: NodeJS.ProcessEnv = process.env): ConfigOf<S> {
+export function loadConfig<S extends ConfigSpec>(
+  spec: S,
+  source: NodeJS.ProcessEnv = process.env,
+): ConfigOf<S> {
   const out: Record<string, unknown> = {};
   const problems: string[] = [];
   for (const [name, v] of Object.entries(spec)) {

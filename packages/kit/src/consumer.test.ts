@@ -86,9 +86,12 @@ describe("consume loop against a real nats-server", () => {
       seen.push(ctx.deliveryCount);
     });
     await js.publish(f.subject, enc.encode("hello"));
-    await waitFor(async () => (await jsm.consumers.info("PROFILES", f.spec.durable)).ack_floor.stream_seq > 0, {
-      what: "ack floor to advance",
-    });
+    await waitFor(
+      async () => (await jsm.consumers.info("PROFILES", f.spec.durable)).ack_floor.stream_seq > 0,
+      {
+        what: "ack floor to advance",
+      },
+    );
     await sleep(300);
     const info = await jsm.consumers.info("PROFILES", f.spec.durable);
     expect(seen).toEqual([1]);
@@ -165,7 +168,9 @@ describe("consume loop against a real nats-server", () => {
     const dlq = await waitFor(
       async () => {
         try {
-          return (await jsm.streams.getMessage("DLQ", { last_by_subj: subjects.dlq(f.service) })) ?? undefined;
+          return (
+            (await jsm.streams.getMessage("DLQ", { last_by_subj: subjects.dlq(f.service) })) ?? undefined
+          );
         } catch {
           return undefined;
         }
@@ -190,7 +195,9 @@ describe("consume loop against a real nats-server", () => {
     });
     const publisher = new Publisher(js, telemetry.tracer, 8);
     const root = telemetry.tracer.startSpan("request");
-    await context.with(trace.setSpan(context.active(), root), () => publisher.publish(f.subject, enc.encode("traced")));
+    await context.with(trace.setSpan(context.active(), root), () =>
+      publisher.publish(f.subject, enc.encode("traced")),
+    );
     root.end();
     await waitFor(() => consumerSpanId !== "", { what: "handler" });
     await c.stop(1000);

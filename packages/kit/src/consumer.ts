@@ -198,10 +198,7 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
       }
     } finally {
       clearInterval(keepAlive);
-      metrics.stageDuration.observe(
-        { stage: opts.stage, result },
-        (performance.now() - started) / 1000,
-      );
+      metrics.stageDuration.observe({ stage: opts.stage, result }, (performance.now() - started) / 1000);
       metrics.messages.inc({ ...labels, result });
       span.setAttribute(`kairos.${opts.service}.result`, result);
       span.end();

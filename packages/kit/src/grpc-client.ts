@@ -65,8 +65,14 @@ export function createGrpcClient<T extends GenServiceMethods>(
       case "unary":
         out[m.localName] = (req: unknown, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = client.makeUnaryRequest(path, ser, de, req, callMetadata(opts), callOptions(opts), (err, res) =>
-              err ? reject(err) : resolve(res),
+            const call = client.makeUnaryRequest(
+              path,
+              ser,
+              de,
+              req,
+              callMetadata(opts),
+              callOptions(opts),
+              (err, res) => (err ? reject(err) : resolve(res)),
             );
             opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
           });
@@ -74,8 +80,13 @@ export function createGrpcClient<T extends GenServiceMethods>(
       case "client_streaming":
         out[m.localName] = (reqs: Iterable<unknown> | AsyncIterable<unknown>, opts?: CallOptions) =>
           new Promise((resolve, reject) => {
-            const call = client.makeClientStreamRequest(path, ser, de, callMetadata(opts), callOptions(opts), (err, res) =>
-              err ? reject(err) : resolve(res),
+            const call = client.makeClientStreamRequest(
+              path,
+              ser,
+              de,
+              callMetadata(opts),
+              callOptions(opts),
+              (err, res) => (err ? reject(err) : resolve(res)),
             );
             opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
             writeAll(call, reqs).catch((e: unknown) => {
@@ -86,7 +97,14 @@ export function createGrpcClient<T extends GenServiceMethods>(
         break;
       case "server_streaming":
         out[m.localName] = (req: unknown, opts?: CallOptions) => {
-          const call = client.makeServerStreamRequest(path, ser, de, req, callMetadata(opts), callOptions(opts));
+          const call = client.makeServerStreamRequest(
+            path,
+            ser,
+            de,
+            req,
+            callMetadata(opts),
+            callOptions(opts),
+          );
           opts?.signal?.addEventListener("abort", () => call.cancel(), { once: true });
           return call as AsyncIterable<unknown>;
         };

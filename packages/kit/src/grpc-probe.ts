@@ -10,12 +10,21 @@ import * as protoLoader from "@grpc/proto-loader";
 
 const require = createRequire(import.meta.url);
 
-export type ServingStatus = "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN" | "NOT_FOUND" | "UNAVAILABLE";
+export type ServingStatus =
+  "UNKNOWN" | "SERVING" | "NOT_SERVING" | "SERVICE_UNKNOWN" | "NOT_FOUND" | "UNAVAILABLE";
 
-type GrpcCtor = new (address: string, creds: grpc.ChannelCredentials) => grpc.Client & Record<string, unknown>;
+type GrpcCtor = new (
+  address: string,
+  creds: grpc.ChannelCredentials,
+) => grpc.Client & Record<string, unknown>;
 
 function load(protoFile: string, includeDir: string, path: string[]): GrpcCtor {
-  const def = protoLoader.loadSync(protoFile, { includeDirs: [includeDir], keepCase: true, defaults: true, enums: String });
+  const def = protoLoader.loadSync(protoFile, {
+    includeDirs: [includeDir],
+    keepCase: true,
+    defaults: true,
+    enums: String,
+  });
   let node: unknown = grpc.loadPackageDefinition(def);
   for (const p of path) node = (node as Record<string, unknown>)[p];
   return node as GrpcCtor;
@@ -26,7 +35,10 @@ let reflectionCtor: GrpcCtor | undefined;
 
 function healthClient(address: string) {
   healthCtor ??= (() => {
-    const proto = join(dirname(require.resolve("grpc-health-check/package.json")), "proto/health/v1/health.proto");
+    const proto = join(
+      dirname(require.resolve("grpc-health-check/package.json")),
+      "proto/health/v1/health.proto",
+    );
     return load(proto, dirname(proto), ["grpc", "health", "v1", "Health"]);
   })();
   return new healthCtor(address, grpc.credentials.createInsecure());
@@ -50,10 +62,18 @@ export function checkHealth(address: string, service = "", timeoutMs = 2000): Pr
 }
 
 /** Lists services and their methods through `grpc.reflection.v1.ServerReflection`. */
-export async function listServicesByReflection(address: string, timeoutMs = 5000): Promise<Record<string, string[]>> {
+export async function listServicesByReflection(
+  address: string,
+  timeoutMs = 5000,
+): Promise<Record<string, string[]>> {
   reflectionCtor ??= (() => {
     const root = join(dirname(require.resolve("@grpc/reflection/package.json")), "build/proto");
-    return load(join(root, "grpc/reflection/v1/reflection.proto"), root, ["grpc", "reflection", "v1", "ServerReflection"]);
+    return load(join(root, "grpc/reflection/v1/reflection.proto"), root, [
+      "grpc",
+      "reflection",
+      "v1",
+      "ServerReflection",
+    ]);
   })();
   const client = new reflectionCtor(address, grpc.credentials.createInsecure());
   type Reply = {
@@ -63,7 +83,9 @@ export async function listServicesByReflection(address: string, timeoutMs = 5000
   };
   const ask = (req: Record<string, string>): Promise<Reply> =>
     new Promise((resolve, reject) => {
-      const info = client.ServerReflectionInfo as (opts: grpc.CallOptions) => grpc.ClientDuplexStream<unknown, Reply>;
+      const info = client.ServerReflectionInfo as (
+        opts: grpc.CallOptions,
+      ) => grpc.ClientDuplexStream<unknown, Reply>;
       const call = info.call(client, { deadline: Date.now() + timeoutMs });
       call.once("data", (r: Reply) => {
         resolve(r);
@@ -85,7 +107,9 @@ export async function listServicesByReflection(address: string, timeoutMs = 5000
         fromBinary(FileDescriptorProtoSchema, b),
       );
       out[name] = files.flatMap((f) =>
-        f.service.filter((s) => `${f.package}.${s.name}` === name).flatMap((s) => s.method.map((m) => m.name)),
+        f.service
+          .filter((s) => `${f.package}.${s.name}` === name)
+          .flatMap((s) => s.method.map((m) => m.name)),
       );
     }
     return out;

@@ -98,7 +98,11 @@ describe("gRPC server built from descriptors", () => {
     const listed = await listServicesByReflection(server.address);
     const sorted = (xs: string[] | undefined) => [...(xs ?? [])].sort();
     expect(sorted(listed["kairos.v1.IngestService"])).toEqual(["Ingest", "IngestStream"]);
-    expect(sorted(listed["kairos.v1.ProfileService"])).toEqual(["BatchGetProfiles", "DeleteProfile", "GetProfile"]);
+    expect(sorted(listed["kairos.v1.ProfileService"])).toEqual([
+      "BatchGetProfiles",
+      "DeleteProfile",
+      "GetProfile",
+    ]);
     expect(sorted(listed["kairos.v1.SegmentService"])).toEqual(["ListMemberships", "ListSegmentMembers"]);
     expect(sorted(listed["kairos.v1.SuppressionService"])).toEqual(["Check", "SetConsent"]);
     expect(sorted(listed["kairos.v1.DispatcherService"])).toEqual(["GetStatus", "Subscribe"]);

@@ -4,7 +4,14 @@
  * observation per RPC, and W3C trace context read from the call metadata.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescFile, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import {
+  create,
+  fromBinary,
+  toBinary,
+  type DescFile,
+  type DescMessage,
+  type MessageShape,
+} from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -54,8 +61,11 @@ export interface ServiceRegistration {
 }
 
 /** Pairs a service descriptor with its typed implementation. */
-export function implement<T extends GenServiceMethods>(service: GenService<T>, impl: ServiceImpl<T>): ServiceRegistration {
-  return { service: service as unknown as GenService<GenServiceMethods>, impl: impl as Record<string, unknown> };
+export function implement<T extends GenServiceMethods>(
+  service: GenService<T>,
+  impl: ServiceImpl<T>,
+): ServiceRegistration {
+  return { service, impl };
 }
 
 function serializer(schema: DescMessage) {
@@ -100,7 +110,10 @@ function reflectionPackage(services: GenService<GenServiceMethods>[]) {
   );
   // @grpc/reflection reads only `fileDescriptorProtos` of each entry.
   return Object.fromEntries(
-    services.map((s) => [s.typeName, { format: "Protocol Buffer 3 DescriptorProto", type: {}, fileDescriptorProtos }]),
+    services.map((s) => [
+      s.typeName,
+      { format: "Protocol Buffer 3 DescriptorProto", type: {}, fileDescriptorProtos },
+    ]),
   ) as unknown as ConstructorParameters<typeof ReflectionService>[0];
 }
 
@@ -205,7 +218,10 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<GrpcServ
       };
       switch (m.methodKind) {
         case "unary":
-          handlers[m.localName] = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+          handlers[m.localName] = (
+            call: grpc.ServerUnaryCall<unknown, unknown>,
+            cb: grpc.sendUnaryData<unknown>,
+          ) => {
             run(call, async (ctx) => (fn as (r: unknown, c: CallContext) => unknown)(call.request, ctx)).then(
               (res) => cb(null, res),
               (e: unknown) => cb(toServiceError(e)),
@@ -213,7 +229,10 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<GrpcServ
           };
           break;
         case "client_streaming":
-          handlers[m.localName] = (call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => {
+          handlers[m.localName] = (
+            call: grpc.ServerReadableStream<unknown, unknown>,
+            cb: grpc.sendUnaryData<unknown>,
+          ) => {
             run(call, async (ctx) =>
               (fn as (r: AsyncIterable<unknown>, c: CallContext) => Promise<unknown>)(readStream(call), ctx),
             ).then(
@@ -224,8 +243,13 @@ export async function startGrpcServer(opts: GrpcServerOptions): Promise<GrpcServ
           break;
         case "server_streaming":
         case "bidi_streaming":
-          handlers[m.localName] = (call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>) => {
-            const input = m.methodKind === "bidi_streaming" ? readStream(call as AsyncIterable<unknown>) : (call as grpc.ServerWritableStream<unknown, unknown>).request;
+          handlers[m.localName] = (
+            call: grpc.ServerWritableStream<unknown, unknown> | grpc.ServerDuplexStream<unknown, unknown>,
+          ) => {
+            const input =
+              m.methodKind === "bidi_streaming"
+                ? readStream(call as AsyncIterable<unknown>)
+                : (call as grpc.ServerWritableStream<unknown, unknown>).request;
             run(call, async (ctx) => {
               const out = (fn as (r: unknown, c: CallContext) => AsyncIterable<unknown>)(input, ctx);
               for await (const msg of out) {

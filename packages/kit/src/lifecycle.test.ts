@@ -58,7 +58,8 @@ describe("graceful shutdown", () => {
     const js = jetstream(nc);
     const first = startWorker(id);
     await first.waitForLine(/worker ready/);
-    for (const body of ["m1", "m2", "m3"]) await js.publish(`kairos.profiles.${id}.0`, new TextEncoder().encode(body));
+    for (const body of ["m1", "m2", "m3"])
+      await js.publish(`kairos.profiles.${id}.0`, new TextEncoder().encode(body));
     await first.waitForLine(/"body":"m1".*"msg":"handling"/);
     const started = Date.now();
     const exit = await first.stop("SIGTERM");

@@ -42,7 +42,10 @@ export class Lifecycle {
       results.forEach((r, i) => {
         if (r.status === "rejected") {
           ok = false;
-          this.logger.error({ err: r.reason, phase, step: this.hooks.get(phase)?.[i]?.name }, "shutdown step failed");
+          this.logger.error(
+            { err: r.reason, phase, step: this.hooks.get(phase)?.[i]?.name },
+            "shutdown step failed",
+          );
         }
       });
     }

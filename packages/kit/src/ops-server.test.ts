@@ -22,7 +22,9 @@ describe("ops server", () => {
     expect((await fetch(`${ops.url}/healthz`)).status).toBe(200);
 
     const text = await (await fetch(`${ops.url}/metrics`)).text();
-    expect(text).toContain('kairos_stage_duration_seconds_bucket{le="0.002",service="ops-test",stage="resolve",result="ack"} 1');
+    expect(text).toContain(
+      'kairos_stage_duration_seconds_bucket{le="0.002",service="ops-test",stage="resolve",result="ack"} 1',
+    );
     expect(text).toContain("kairos_process_resident_memory_bytes");
 
     const notReady = await fetch(`${ops.url}/readyz`);

@@ -17,7 +17,10 @@ export interface PublishOptions {
 
 /** NATS headers as a trace-context carrier. */
 export function natsHeaderCarrier(h: MsgHdrs) {
-  return { get: (k: string) => (h.has(k) ? h.get(k) : undefined), set: (k: string, v: string) => h.set(k, v) };
+  return {
+    get: (k: string) => (h.has(k) ? h.get(k) : undefined),
+    set: (k: string, v: string) => h.set(k, v),
+  };
 }
 
 export class Publisher {

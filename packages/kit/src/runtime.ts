@@ -72,7 +72,11 @@ export class ServiceRuntime implements AsyncDisposable {
     lifecycle.add("telemetry", "telemetry", () => telemetry.shutdown());
     if (opts.handleSignals ?? false) lifecycle.handleSignals();
 
-    const ops = await startOpsServer({ host: opts.opsHost ?? "127.0.0.1", port: opts.opsPort, registry: metrics.registry });
+    const ops = await startOpsServer({
+      host: opts.opsHost ?? "127.0.0.1",
+      port: opts.opsPort,
+      registry: metrics.registry,
+    });
     lifecycle.add("intake", "ops-readiness", () => ops.setDraining());
     lifecycle.add("telemetry", "ops-server", () => ops.close());
 
@@ -95,7 +99,18 @@ export class ServiceRuntime implements AsyncDisposable {
     lifecycle.add("connections", "publisher", () => publisher.flush());
 
     logger.info({ nats: opts.natsUrl, ops: ops.url }, "runtime started");
-    return new ServiceRuntime(opts.service, logger, metrics, telemetry, ops, nc, js, jsm, publisher, lifecycle);
+    return new ServiceRuntime(
+      opts.service,
+      logger,
+      metrics,
+      telemetry,
+      ops,
+      nc,
+      js,
+      jsm,
+      publisher,
+      lifecycle,
+    );
   }
 
   /** Registers a readiness check shown on `/readyz`. */
@@ -120,7 +135,9 @@ export class ServiceRuntime implements AsyncDisposable {
     });
     this.consumers.push(running);
     this.ops.addCheck({ name: `consumer:${spec.durable}`, check: () => running.ready });
-    this.lifecycle.add("work", `consumer:${spec.durable}`, () => running.stop(this.lifecycle.timeoutMs - 1000));
+    this.lifecycle.add("work", `consumer:${spec.durable}`, () =>
+      running.stop(this.lifecycle.timeoutMs - 1000),
+    );
     this.watchLag(spec);
     return running;
   }
@@ -128,7 +145,8 @@ export class ServiceRuntime implements AsyncDisposable {
   private watchLag(spec: ConsumerSpec): void {
     const update = () => {
       this.jsm.consumers.info(spec.stream, spec.durable).then(
-        (info) => this.metrics.consumerPending.set({ stream: spec.stream, consumer: spec.durable }, info.num_pending),
+        (info) =>
+          this.metrics.consumerPending.set({ stream: spec.stream, consumer: spec.durable }, info.num_pending),
         () => undefined,
       );
     };

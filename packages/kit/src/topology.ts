@@ -146,7 +146,12 @@ async function exists(fn: () => Promise<unknown>): Promise<boolean> {
 /** Creates every stream, or updates it to the declared config; safe to run from every replica. */
 export async function ensureStreams(jsm: JetStreamManager, opts: { replicas?: number } = {}): Promise<void> {
   for (const s of Object.values(streams)) {
-    const cfg = { ...s, storage: StorageType.File, discard: DiscardPolicy.Old, num_replicas: opts.replicas ?? 1 };
+    const cfg = {
+      ...s,
+      storage: StorageType.File,
+      discard: DiscardPolicy.Old,
+      num_replicas: opts.replicas ?? 1,
+    };
     if (await exists(() => jsm.streams.info(s.name))) {
       await jsm.streams.update(s.name, cfg);
     } else {

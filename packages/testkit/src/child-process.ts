@@ -53,7 +53,11 @@ export class Child implements AsyncDisposable {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.listeners.delete(listener);
-        reject(new Error(`${this.name}: no line matching ${re} within ${timeoutMs} ms; output:\n${this.lines.slice(-30).join("\n")}`));
+        reject(
+          new Error(
+            `${this.name}: no line matching ${re} within ${timeoutMs} ms; output:\n${this.lines.slice(-30).join("\n")}`,
+          ),
+        );
       }, timeoutMs);
       const listener = (line: string) => {
         if (!re.test(line)) return;
@@ -66,7 +70,11 @@ export class Child implements AsyncDisposable {
         if (!this.listeners.has(listener)) return;
         clearTimeout(timer);
         this.listeners.delete(listener);
-        reject(new Error(`${this.name} exited (code ${code}, signal ${signal}) before printing ${re}:\n${this.lines.slice(-30).join("\n")}`));
+        reject(
+          new Error(
+            `${this.name} exited (code ${code}, signal ${signal}) before printing ${re}:\n${this.lines.slice(-30).join("\n")}`,
+          ),
+        );
       });
     });
   }
