@@ -5,6 +5,8 @@
  * count per stage; Ctrl-C (or SIGTERM) stops everything.
  *
  * Flags: --no-demo (no traffic generator), --rate N (demo events per second, default 20).
+ * Environment: KAIROS_PORT_OFFSET shifts every default port (to run beside another mesh),
+ * KAIROS_DATA_DIR moves the JetStream store (default .data/nats).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -21,6 +23,25 @@ const args = process.argv.slice(2);
 const demo = !args.includes("--no-demo");
 const rateArg = args.indexOf("--rate");
 const rate = rateArg >= 0 ? Number(args[rateArg + 1]) : 20;
+const offset = Number(process.env.KAIROS_PORT_OFFSET ?? "0");
+if (!Number.isInteger(offset) || offset < 0 || offset > 10_000) {
+  process.stderr.write(
+    `KAIROS_PORT_OFFSET="${process.env.KAIROS_PORT_OFFSET}" is not an integer in 0..10000\n`,
+  );
+  process.exit(2);
+}
+
+/** Shifts `*_PORT` values and `host:port` addresses by the port offset. */
+function shifted(env: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(
+    Object.entries(env).map(([k, v]) => {
+      if (k.endsWith("_PORT") && /^\d+$/.test(v)) return [k, String(Number(v) + offset)];
+      const m = /^(127\.0\.0\.1|localhost):(\d+)$/.exec(v);
+      if (m) return [k, `${m[1]}:${Number(m[2]) + offset}`];
+      return [k, v];
+    }),
+  );
+}
 
 interface ServiceInfo {
   name: string;
@@ -40,7 +61,7 @@ function discoverServices(): ServiceInfo[] {
         kairos?: { service?: boolean; env?: Record<string, string> };
       };
       if (pkg.kairos?.service !== true) return [];
-      return [{ name, dir: join(dir, name), env: pkg.kairos.env ?? {} }];
+      return [{ name, dir: join(dir, name), env: shifted(pkg.kairos.env ?? {}) }];
     });
 }
 
@@ -78,10 +99,11 @@ const log = (msg: string) => process.stdout.write(`${msg}\n`);
 
 async function main() {
   const services = discoverServices();
-  const dataDir = join(root, ".data", "nats");
+  const dataDir = resolve(process.env.KAIROS_DATA_DIR ?? join(root, ".data", "nats"));
   mkdirSync(dataDir, { recursive: true });
-  const natsPort = (await portFree(4222)) ? 4222 : await freePort();
+  const natsPort = (await portFree(4222 + offset)) ? 4222 + offset : await freePort();
   log(`starting nats-server (JetStream, store ${dataDir}) on 127.0.0.1:${natsPort}`);
+  log(`services: ${services.map((s) => s.name).join(", ") || "(none yet)"}`);
   const nats = await NatsServer.start({ port: natsPort, storeDir: dataDir });
 
   const children: { info: ServiceInfo; child: Child }[] = [];
@@ -108,15 +130,22 @@ async function main() {
   process.once("SIGINT", () => void stopAll(0));
   process.once("SIGTERM", () => void stopAll(0));
 
-  const channelPort = 8089;
+  const channelPort = 8089 + offset;
   if (await portFree(channelPort)) endpoint = await startChannelEndpoint(channelPort);
 
   for (const info of services) {
-    const child = startChild(join(root, "node_modules/.bin/tsx"), [join(info.dir, "src/main.ts")], {
+    // One process per service (no tsx wrapper process), so signals reach it directly.
+    const child = startChild(process.execPath, ["--import", "tsx", join(info.dir, "src/main.ts")], {
       cwd: root,
       name: info.name,
       echo: process.env.KAIROS_ECHO_LOGS === "1",
-      env: { ...process.env, NATS_URL: nats.url, KAIROS_CONFIG: join(root, "config/demo.yaml"), ...info.env },
+      env: {
+        ...process.env,
+        NATS_URL: nats.url,
+        KAIROS_CONFIG: join(root, "config/demo.yaml"),
+        WEBHOOK_URL: `http://127.0.0.1:${channelPort}/hooks/webhook`,
+        ...info.env,
+      },
     });
     children.push({ info, child });
     void child.exited.then(({ code, signal }) => {
@@ -143,11 +172,11 @@ async function main() {
   }
 
   log("\nKairos is running:");
-  log(`  ${"nats-server".padEnd(20)} ${nats.url}  (JetStream store .data/nats)`);
-  for (const { info } of children) {
+  log(`  ${"nats-server".padEnd(20)} ${nats.url}  store ${dataDir}  pid ${nats.pid}`);
+  for (const { info, child } of children) {
     const extra = info.env.HTTP_PORT ? `  HTTP http://127.0.0.1:${info.env.HTTP_PORT}` : "";
     log(
-      `  ${info.name.padEnd(20)} gRPC 127.0.0.1:${info.env.GRPC_PORT}  ops http://127.0.0.1:${info.env.OPS_PORT}/metrics  SERVING${extra}`,
+      `  ${info.name.padEnd(20)} gRPC 127.0.0.1:${info.env.GRPC_PORT}  ops http://127.0.0.1:${info.env.OPS_PORT}/metrics  SERVING${extra}  pid ${child.pid}`,
     );
   }
   if (endpoint) log(`  ${"demo channel".padEnd(20)} http://127.0.0.1:${channelPort}/hooks/webhook`);

@@ -10,7 +10,7 @@ import { NatsServer, startChild, waitFor, sleep } from "@kairos/testkit";
 import { ensureStreams } from "./topology.js";
 
 const worker = fileURLToPath(new URL("./testing/slow-worker.ts", import.meta.url));
-const tsx = fileURLToPath(new URL("../../../node_modules/.bin/tsx", import.meta.url));
+const root = fileURLToPath(new URL("../../..", import.meta.url));
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -32,7 +32,8 @@ afterAll(async () => {
 });
 
 function startWorker(id: string, extra: Record<string, string> = {}) {
-  return startChild(tsx, [worker], {
+  return startChild(process.execPath, ["--import", "tsx", worker], {
+    cwd: root,
     name: `worker-${id}`,
     env: {
       ...process.env,

@@ -72,6 +72,11 @@ export class NatsServer implements AsyncDisposable {
     await nc.close();
   }
 
+  /** The server's process id (-1 when not started). */
+  get pid(): number {
+    return this.child?.pid ?? -1;
+  }
+
   get running(): boolean {
     return this.child?.running ?? false;
   }
