@@ -1,0 +1,39 @@
+/** Small statistics for benchmark figures. */
+
+/** The q-quantile (0..1) of `values`, nearest-rank; NaN when empty. */
+export function quantile(values: readonly number[], q: number): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[rank]!;
+}
+
+export interface Summary {
+  n: number;
+  p50_ms: number;
+  p99_ms: number;
+  max_ms: number;
+}
+
+/** p50/p99/max of latencies given in milliseconds, rounded to 0.01 ms. */
+export function summarize(values: readonly number[]): Summary {
+  const r = (x: number) => Math.round(x * 100) / 100;
+  return {
+    n: values.length,
+    p50_ms: r(quantile(values, 0.5)),
+    p99_ms: r(quantile(values, 0.99)),
+    max_ms: r(values.reduce((m, v) => Math.max(m, v), 0)),
+  };
+}
+
+/** Peak resident set size of a process from /proc, in MiB (VmHWM), or NaN if unknown. */
+export async function peakRssMiB(pid: number): Promise<number> {
+  const { readFile } = await import("node:fs/promises");
+  try {
+    const status = await readFile(`/proc/${pid}/status`, "utf8");
+    const kb = /VmHWM:\s+(\d+)\s+kB/.exec(status)?.[1];
+    return kb === undefined ? Number.NaN : Math.round(Number(kb) / 1024);
+  } catch {
+    return Number.NaN;
+  }
+}
