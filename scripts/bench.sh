@@ -6,5 +6,6 @@ export PATH="$PATH:/usr/sbin:/usr/local/sbin"
 what=${1:-bus}
 case "$what" in
   bus) exec pnpm exec tsx bench/bus-ceiling.ts ;;
+  e2e) exec pnpm exec tsx bench/end-to-end.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac

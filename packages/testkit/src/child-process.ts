@@ -27,6 +27,8 @@ export class Child implements AsyncDisposable {
       carry.rest = parts.pop() ?? "";
       for (const line of parts) {
         this.lines.push(line);
+        // Keep the tail only: long-running children (benchmarks) must not grow the parent.
+        if (this.lines.length > 5000) this.lines.splice(0, 1000);
         if (echo) process.stderr.write(`[${name}] ${line}\n`);
         for (const l of this.listeners) l(line);
       }

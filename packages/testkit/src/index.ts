@@ -3,3 +3,4 @@ export * from "./free-port.js";
 export * from "./child-process.js";
 export * from "./nats-server.js";
 export * from "./wait.js";
+export * from "./mesh.js";

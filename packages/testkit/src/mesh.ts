@@ -1,0 +1,139 @@
+/**
+ * The whole mesh as child processes (`node --import tsx services/<name>/src/main.ts`),
+ * each on free ports, against a given nats-server: what end-to-end tests and
+ * benchmarks drive. A service can be SIGKILLed and restarted on the same ports.
+ */
+import { fileURLToPath } from "node:url";
+import { join } from "node:path";
+import { freePort } from "./free-port.js";
+import { startChild, type Child } from "./child-process.js";
+import { waitFor } from "./wait.js";
+
+export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
+
+/** The services of the mesh, in start order (upstream first). */
+export const meshServices = [
+  "identity",
+  "segmentation",
+  "suppression",
+  "dispatcher-webhook",
+  "ingestion",
+] as const;
+export type MeshService = (typeof meshServices)[number];
+
+export interface MeshOptions {
+  natsUrl: string;
+  /** Mesh config file (absolute path). */
+  config: string;
+  /** URL the webhook dispatcher posts to. */
+  webhookUrl: string;
+  /** Extra environment for every service. */
+  env?: Record<string, string>;
+  echo?: boolean;
+  services?: readonly MeshService[];
+}
+
+export interface ServicePorts {
+  grpc: number;
+  ops: number;
+  http?: number;
+}
+
+export class Mesh implements AsyncDisposable {
+  readonly children = new Map<MeshService, Child>();
+
+  private constructor(
+    private readonly opts: MeshOptions,
+    readonly ports: ReadonlyMap<MeshService, ServicePorts>,
+  ) {}
+
+  static async start(opts: MeshOptions): Promise<Mesh> {
+    const ports = new Map<MeshService, ServicePorts>();
+    for (const s of opts.services ?? meshServices) {
+      ports.set(s, {
+        grpc: await freePort(),
+        ops: await freePort(),
+        ...(s === "ingestion" ? { http: await freePort() } : {}),
+      });
+    }
+    const mesh = new Mesh(opts, ports);
+    try {
+      for (const s of ports.keys()) await mesh.startService(s);
+    } catch (e) {
+      await mesh.stop("SIGKILL");
+      throw e;
+    }
+    return mesh;
+  }
+
+  grpcAddress(s: MeshService): string {
+    return `127.0.0.1:${this.portsOf(s).grpc}`;
+  }
+
+  opsUrl(s: MeshService): string {
+    return `http://127.0.0.1:${this.portsOf(s).ops}`;
+  }
+
+  /** The Segment HTTP API base URL of ingestion. */
+  get httpUrl(): string {
+    return `http://127.0.0.1:${this.portsOf("ingestion").http ?? 0}`;
+  }
+
+  pid(s: MeshService): number {
+    return this.children.get(s)?.pid ?? -1;
+  }
+
+  private portsOf(s: MeshService): ServicePorts {
+    const p = this.ports.get(s);
+    if (p === undefined) throw new Error(`${s} is not part of this mesh`);
+    return p;
+  }
+
+  /** Starts (or restarts) one service and waits until its `/readyz` answers 200. */
+  async startService(s: MeshService): Promise<Child> {
+    const p = this.portsOf(s);
+    const child = startChild(process.execPath, ["--import", "tsx", join("services", s, "src", "main.ts")], {
+      cwd: repoRoot,
+      name: s,
+      echo: this.opts.echo ?? process.env.KAIROS_ECHO_LOGS === "1",
+      env: {
+        ...process.env,
+        LOG_LEVEL: "warn",
+        NATS_URL: this.opts.natsUrl,
+        KAIROS_CONFIG: this.opts.config,
+        WEBHOOK_URL: this.opts.webhookUrl,
+        GRPC_PORT: String(p.grpc),
+        OPS_PORT: String(p.ops),
+        ...(p.http === undefined ? {} : { HTTP_PORT: String(p.http) }),
+        IDENTITY_GRPC_ADDR: this.ports.has("identity") ? this.grpcAddress("identity") : "127.0.0.1:50052",
+        ...this.opts.env,
+      },
+    });
+    this.children.set(s, child);
+    await waitFor(
+      async () => {
+        if (!child.running) {
+          throw new Error(`${s} exited before it was ready:\n${child.lines.slice(-30).join("\n")}`);
+        }
+        const res = await fetch(`${this.opsUrl(s)}/readyz`).catch(() => undefined);
+        return res?.status === 200 ? true : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 100, what: `${s} ready` },
+    );
+    return child;
+  }
+
+  /** Kills one service with SIGKILL: no graceful shutdown, in-flight work is abandoned. */
+  async kill(s: MeshService): Promise<void> {
+    await this.children.get(s)?.stop("SIGKILL");
+  }
+
+  async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
+    // Downstream of ingestion first is not needed: at-least-once makes any order safe.
+    await Promise.all([...this.children.values()].map((c) => c.stop(signal)));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop("SIGTERM");
+  }
+}
