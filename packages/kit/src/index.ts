@@ -13,3 +13,4 @@ export * from "./semaphore.js";
 export * from "./lifecycle.js";
 export * from "./runtime.js";
 export * from "./grpc-probe.js";
+export * from "./keyed-lock.js";

@@ -1,0 +1,164 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  DeadLetterSchema,
+  EventSchema,
+  EventType,
+  ProfileChangedSchema,
+  ProfileService,
+  type Event,
+} from "@kairos/contracts";
+import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
+import { NatsServer, waitFor } from "@kairos/testkit";
+import { configSpec, startIdentity, type IdentityHandle } from "./service.js";
+
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let svc: IdentityHandle;
+let n = 0;
+
+beforeAll(async () => {
+  server = await NatsServer.start();
+  svc = await startIdentity(
+    loadConfig(configSpec, { NATS_URL: server.url, GRPC_PORT: "0", OPS_PORT: "0", LOG_LEVEL: "silent" }),
+  );
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await svc?.stop();
+  await nc?.close();
+  await server?.[Symbol.asyncDispose]();
+});
+
+function event(over: Partial<Event>): Event {
+  return create(EventSchema, {
+    messageId: `m-${++n}`,
+    workspace: "ws",
+    source: "test",
+    type: EventType.TRACK,
+    name: "Viewed",
+    receivedAt: timestampFromMs(Date.now()),
+    ...over,
+  });
+}
+
+async function send(e: Event, msgID = `${e.workspace}:${e.messageId}`) {
+  await jetstream(nc).publish(subjects.events(e.workspace, 0), toBinary(EventSchema, e), { msgID });
+}
+
+async function changes() {
+  const info = await jsm.streams.info("PROFILES");
+  const out = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage("PROFILES", { seq }).catch(() => null);
+    if (m !== null) out.push(fromBinary(ProfileChangedSchema, m.data));
+  }
+  return out;
+}
+
+async function get(type: string, value: string) {
+  const client = createGrpcClient(ProfileService, svc.grpcAddress);
+  try {
+    return (await client.getProfile({ workspace: "ws", identifier: { type, value } })).profile;
+  } finally {
+    client.close();
+  }
+}
+
+describe("identity", () => {
+  it("resolves userId, anonymousId and email to one profile, merging two profiles an identify links", async () => {
+    const anon = event({ anonymousId: "anon-1", type: EventType.PAGE, name: "Home" });
+    const user = event({ userId: "user-1", name: "Signed Up" });
+    await send(anon);
+    await send(user);
+    await waitFor(
+      async () =>
+        (await changes()).filter((c) => [anon.messageId, user.messageId].includes(c.eventId)).length === 2,
+    );
+    const a = await get("anonymous_id", "anon-1");
+    const u = await get("user_id", "user-1");
+    expect(a?.profileId).not.toBe(u?.profileId);
+
+    const link = event({
+      type: EventType.IDENTIFY,
+      userId: "user-1",
+      anonymousId: "anon-1",
+      traits: { email: "Ada@Example.org", plan: "gold" },
+    });
+    await send(link);
+    const merged = await waitFor(async () => (await changes()).find((c) => c.eventId === link.messageId));
+    expect(merged.mergedFrom).toHaveLength(1);
+    for (const [type, value] of [
+      ["user_id", "user-1"],
+      ["anonymous_id", "anon-1"],
+      ["email", "ada@example.org"],
+      ["profile_id", merged.mergedFrom[0]!],
+    ] as const) {
+      const p = await get(type, value);
+      expect(p?.profileId, `${type} ${value}`).toBe(merged.profileId);
+      expect(p?.traits).toMatchObject({ plan: "gold", email: "Ada@Example.org" });
+    }
+    expect(merged.profile?.identifiers).toHaveLength(3);
+    expect(merged.eventType).toBe("identify");
+  });
+
+  it("does not apply a redelivered event twice, and publishes its change once", async () => {
+    const e = event({ userId: "user-dup", type: EventType.IDENTIFY, traits: { plan: "basic" } });
+    await send(e);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === e.messageId));
+    // The same event again, past JetStream's duplicate window (different Nats-Msg-Id).
+    await send(e, `replay-${e.messageId}`);
+    const follow = event({ userId: "user-dup" });
+    await send(follow);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === follow.messageId));
+    const all = (await changes()).filter((c) => c.profile?.identifiers.some((i) => i.value === "user-dup"));
+    expect(all.map((c) => c.version)).toEqual([1n, 2n]);
+    expect((await get("user_id", "user-dup"))?.version).toBe(2n);
+  });
+
+  it("answers NOT_FOUND for an unknown identifier and INVALID_ARGUMENT for an unknown type", async () => {
+    await expect(get("user_id", "nobody")).rejects.toThrow(/NOT_FOUND|no profile/);
+    await expect(get("phone", "1")).rejects.toThrow(/identifier.type must be one of/);
+  });
+
+  it("dead-letters an event without any identifier, and keeps going", async () => {
+    const bad = event({});
+    const good = event({ anonymousId: "after-bad" });
+    await send(bad);
+    await send(good);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === good.messageId));
+    const dlq = await waitFor(async () => {
+      const m = await jsm.streams
+        .getMessage("DLQ", { last_by_subj: subjects.dlq("identity") })
+        .catch(() => null);
+      return m === null ? undefined : fromBinary(DeadLetterSchema, m.data);
+    });
+    expect(dlq.reason).toBe("permanent");
+    expect(dlq.error).toMatch(/no userId, anonymousId or email/);
+    expect(fromBinary(EventSchema, dlq.data).messageId).toBe(bad.messageId);
+  });
+
+  it("deletes a profile by any identifier and publishes the deletion", async () => {
+    const e = event({ userId: "user-del", type: EventType.IDENTIFY, traits: { email: "del@example.org" } });
+    await send(e);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === e.messageId));
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const res = await client.deleteProfile({
+        workspace: "ws",
+        identifier: { type: "email", value: "DEL@example.org" },
+      });
+      expect(res.identifiersRemoved).toBe(2);
+      await waitFor(async () => (await changes()).some((c) => c.profileId === res.profileId && c.deleted));
+      await expect(get("user_id", "user-del")).rejects.toThrow(/no profile/);
+    } finally {
+      client.close();
+    }
+  });
+});

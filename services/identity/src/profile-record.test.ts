@@ -1,0 +1,93 @@
+import { describe, expect, it } from "vitest";
+import { create } from "@bufbuild/protobuf";
+import { EventSchema, EventType } from "@kairos/contracts";
+import {
+  applyEvent,
+  appliedVersion,
+  identifiersOf,
+  mergeInto,
+  newProfile,
+  pickSurvivor,
+  profileIdFor,
+  APPLIED_MEMORY,
+} from "./profile-record.js";
+
+const identify = (over: Record<string, unknown> = {}) =>
+  create(EventSchema, {
+    messageId: "m1",
+    workspace: "ws",
+    type: EventType.IDENTIFY,
+    userId: "u1",
+    anonymousId: "a1",
+    traits: { email: "  Ada@Example.ORG ", plan: "gold" },
+    ...over,
+  });
+
+describe("identifiersOf", () => {
+  it("takes userId, anonymousId and the normalised email, strongest first", () => {
+    expect(identifiersOf(identify())).toEqual([
+      { type: "user_id", value: "u1" },
+      { type: "anonymous_id", value: "a1" },
+      { type: "email", value: "ada@example.org" },
+    ]);
+  });
+
+  it("reads traits only from identify calls, and context.traits from any call", () => {
+    const track = create(EventSchema, {
+      type: EventType.TRACK,
+      anonymousId: "a",
+      traits: { email: "x@y.z" },
+      context: { extra: { traits: { email: "c@d.e" } } },
+    });
+    expect(identifiersOf(track)).toEqual([
+      { type: "anonymous_id", value: "a" },
+      { type: "email", value: "c@d.e" },
+    ]);
+  });
+});
+
+describe("applying and merging", () => {
+  it("applies an event once per id, bumping the version and reporting changed traits", () => {
+    const p = newProfile("ws", profileIdFor("ws", { type: "user_id", value: "u1" }), 1);
+    const e = identify();
+    expect(applyEvent(p, e, identifiersOf(e), 2)).toEqual({ email: "  Ada@Example.ORG ", plan: "gold" });
+    expect(p.version).toBe(1);
+    expect(appliedVersion(p, "m1")).toBe(1);
+    expect(applyEvent(p, identify({ messageId: "m2" }), [], 3)).toEqual({});
+    expect(p.version).toBe(2);
+  });
+
+  it("remembers a bounded number of applied events", () => {
+    const p = newProfile("ws", "p", 1);
+    for (let i = 0; i < APPLIED_MEMORY + 10; i++) applyEvent(p, identify({ messageId: `m${i}` }), [], 1);
+    expect(p.applied).toHaveLength(APPLIED_MEMORY);
+    expect(appliedVersion(p, "m0")).toBeUndefined();
+  });
+
+  it("keeps the older profile, joins identifiers, lets the later-updated profile win a trait, and is idempotent", () => {
+    const older = newProfile("ws", "p-old", 100);
+    older.traits = { plan: "basic", city: "Paris" };
+    older.identifiers = [{ type: "anonymous_id", value: "a" }];
+    older.updatedAtMs = 150;
+    const newer = newProfile("ws", "p-new", 200);
+    newer.traits = { plan: "gold" };
+    newer.identifiers = [{ type: "user_id", value: "u" }];
+    newer.updatedAtMs = 250;
+    applyEvent(newer, identify({ messageId: "on-newer" }), [], 250);
+    const [survivor, loser] = pickSurvivor(newer, older);
+    expect(survivor.profileId).toBe("p-old");
+    mergeInto(survivor, loser);
+    mergeInto(survivor, loser);
+    expect(survivor.identifiers).toHaveLength(2);
+    expect(survivor.traits).toMatchObject({ plan: "gold", city: "Paris" });
+    expect(survivor.mergedFrom).toEqual(["p-new"]);
+    expect(appliedVersion(survivor, "on-newer")).toBe(0);
+  });
+
+  it("derives a profile id from the first identifier", () => {
+    expect(profileIdFor("ws", { type: "user_id", value: "u" })).toMatch(/^prof_[0-9a-f]{24}$/);
+    expect(profileIdFor("ws", { type: "user_id", value: "u" })).toBe(
+      profileIdFor("ws", { type: "user_id", value: "u" }),
+    );
+  });
+});

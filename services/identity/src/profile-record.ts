@@ -1,0 +1,154 @@
+/**
+ * The stored profile and the pure rules that change it: which identifiers an
+ * event carries, applying an event, merging two profiles. No I/O here.
+ */
+import { createHash } from "node:crypto";
+import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { EventType, type Event } from "@kairos/contracts";
+
+/** The identifier types identity resolves, strongest first. */
+export const IDENTIFIER_TYPES = ["user_id", "anonymous_id", "email"] as const;
+export type IdentifierType = (typeof IDENTIFIER_TYPES)[number];
+
+export interface Ident {
+  type: IdentifierType;
+  value: string;
+}
+
+/** How many applied event ids a profile remembers, to recognise redeliveries. */
+export const APPLIED_MEMORY = 256;
+
+/** A profile as stored (JSON) in the profile store. */
+export interface ProfileRecord {
+  workspace: string;
+  profileId: string;
+  version: number;
+  identifiers: Ident[];
+  traits: JsonObject;
+  mergedFrom: string[];
+  createdAtMs: number;
+  updatedAtMs: number;
+  /** Recently applied events and the version each produced, newest last. */
+  applied: { eventId: string; version: number }[];
+  /** Set when this profile was merged into another: lookups follow it. */
+  mergedInto?: string;
+}
+
+/** Email as identity compares it: trimmed, lower-cased. */
+export function normalizeEmail(v: string): string {
+  return v.trim().toLowerCase();
+}
+
+function objectOf(v: JsonValue | undefined): JsonObject | undefined {
+  return typeof v === "object" && v !== null && !Array.isArray(v) ? v : undefined;
+}
+
+/** The traits an event sets: identify traits, and `context.traits` on any call (as Segment SDKs send them). */
+export function traitsOf(e: Event): JsonObject {
+  const contextTraits = objectOf(e.context?.extra?.traits);
+  const own = e.type === EventType.IDENTIFY ? (e.traits ?? {}) : {};
+  return { ...(contextTraits ?? {}), ...own };
+}
+
+/** The identifiers an event carries, deduplicated, strongest first. */
+export function identifiersOf(e: Event): Ident[] {
+  const out: Ident[] = [];
+  const add = (type: IdentifierType, value: string) => {
+    const v = type === "email" ? normalizeEmail(value) : value;
+    if (v !== "" && !out.some((i) => i.type === type && i.value === v)) out.push({ type, value: v });
+  };
+  add("user_id", e.userId);
+  add("anonymous_id", e.anonymousId);
+  const email = traitsOf(e).email;
+  if (typeof email === "string") add("email", email);
+  return out;
+}
+
+/** A new profile's id, derived from its first identifier so a retried creation yields the same id. */
+export function profileIdFor(workspace: string, first: Ident): string {
+  const h = createHash("sha256").update(`${workspace}|${first.type}|${first.value}`).digest("hex");
+  return `prof_${h.slice(0, 24)}`;
+}
+
+export function newProfile(workspace: string, profileId: string, nowMs: number): ProfileRecord {
+  return {
+    workspace,
+    profileId,
+    version: 0,
+    identifiers: [],
+    traits: {},
+    mergedFrom: [],
+    createdAtMs: nowMs,
+    updatedAtMs: nowMs,
+    applied: [],
+  };
+}
+
+/** The version an event produced on this profile, if it was already applied. */
+export function appliedVersion(p: ProfileRecord, eventId: string): number | undefined {
+  return p.applied.find((a) => a.eventId === eventId)?.version;
+}
+
+function addIdentifiers(p: ProfileRecord, ids: readonly Ident[]): void {
+  for (const i of ids) {
+    if (!p.identifiers.some((x) => x.type === i.type && x.value === i.value)) p.identifiers.push({ ...i });
+  }
+}
+
+/**
+ * Applies an event: new identifiers and traits, a new version. Returns the
+ * traits whose value changed. `p` is modified in place.
+ */
+export function applyEvent(p: ProfileRecord, e: Event, ids: readonly Ident[], nowMs: number): JsonObject {
+  addIdentifiers(p, ids);
+  const changed: JsonObject = {};
+  for (const [k, v] of Object.entries(traitsOf(e))) {
+    if (JSON.stringify(p.traits[k]) !== JSON.stringify(v)) {
+      p.traits[k] = v;
+      changed[k] = v;
+    }
+  }
+  p.version += 1;
+  p.updatedAtMs = nowMs;
+  p.applied.push({ eventId: e.messageId, version: p.version });
+  if (p.applied.length > APPLIED_MEMORY) p.applied.splice(0, p.applied.length - APPLIED_MEMORY);
+  return changed;
+}
+
+/** The survivor of a merge: the older profile (then the smaller id), so ids seen downstream stay stable. */
+export function pickSurvivor(
+  a: ProfileRecord,
+  b: ProfileRecord,
+): [survivor: ProfileRecord, loser: ProfileRecord] {
+  if (a.createdAtMs !== b.createdAtMs) return a.createdAtMs < b.createdAtMs ? [a, b] : [b, a];
+  return a.profileId < b.profileId ? [a, b] : [b, a];
+}
+
+/**
+ * Folds `loser` into `survivor` (in place): identifiers join; a trait present
+ * on both keeps the value of the profile updated last; the loser's applied
+ * events are remembered so their redelivery is recognised. Idempotent.
+ */
+export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
+  addIdentifiers(survivor, loser.identifiers);
+  const loserWins = loser.updatedAtMs > survivor.updatedAtMs;
+  for (const [k, v] of Object.entries(loser.traits)) {
+    if (!(k in survivor.traits) || loserWins) survivor.traits[k] = v;
+  }
+  for (const id of [loser.profileId, ...loser.mergedFrom]) {
+    if (!survivor.mergedFrom.includes(id)) survivor.mergedFrom.push(id);
+  }
+  survivor.createdAtMs = Math.min(survivor.createdAtMs, loser.createdAtMs);
+  // Version 0: applied, but on another profile; a redelivery is recognised and publishes nothing.
+  for (const a of loser.applied) {
+    if (appliedVersion(survivor, a.eventId) === undefined)
+      survivor.applied.unshift({ eventId: a.eventId, version: 0 });
+  }
+  if (survivor.applied.length > APPLIED_MEMORY)
+    survivor.applied.splice(0, survivor.applied.length - APPLIED_MEMORY);
+}
+
+/** The tombstone left where a merged profile was. */
+export function tombstone(loser: ProfileRecord, survivorId: string, nowMs: number): ProfileRecord {
+  return { ...loser, mergedInto: survivorId, updatedAtMs: nowMs };
+}

@@ -1,0 +1,166 @@
+/**
+ * Identity resolution: finds (or creates) the one profile an event belongs to,
+ * merging the profiles its identifiers point at, applies the event once, and
+ * keeps the identifier index pointing at the survivor. Safe to run again for
+ * the same event (redelivery after a crash): it is recognised and not re-applied.
+ */
+import type { JsonObject } from "@bufbuild/protobuf";
+import { EventType, type Event } from "@kairos/contracts";
+import {
+  applyEvent,
+  appliedVersion,
+  identifiersOf,
+  mergeInto,
+  newProfile,
+  pickSurvivor,
+  profileIdFor,
+  tombstone,
+  type Ident,
+  type ProfileRecord,
+} from "./profile-record.js";
+import { WriteConflict, type IndexTarget, type ProfileStore, type Versioned } from "./store.js";
+
+/** An event that can never be resolved (no identifier at all). */
+export class Unresolvable extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "Unresolvable";
+  }
+}
+
+export type Resolution =
+  | {
+      kind: "applied" | "duplicate";
+      profile: ProfileRecord;
+      /** The version this event produced (0: applied on a profile since merged away). */
+      version: number;
+      changedTraits: JsonObject;
+      /** Profiles merged into the survivor by this event. */
+      merged: string[];
+    }
+  | { kind: "suppressed"; profileIds: string[] };
+
+const MAX_ATTEMPTS = 12;
+const MAX_MERGE_HOPS = 16;
+
+export class Resolver {
+  conflicts = 0;
+
+  constructor(
+    private readonly store: ProfileStore,
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  async resolve(event: Event): Promise<Resolution> {
+    const ids = identifiersOf(event);
+    if (ids.length === 0) throw new Unresolvable("the event has no userId, anonymousId or email");
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.attempt(event, ids);
+      } catch (e) {
+        if (!(e instanceof WriteConflict) || attempt >= MAX_ATTEMPTS) throw e;
+        this.conflicts++;
+      }
+    }
+  }
+
+  /** Follows merge tombstones to the live profile. */
+  async live(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
+    let id = profileId;
+    for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
+      const p = await this.store.getProfile(workspace, id);
+      if (p === undefined || p.value.mergedInto === undefined) return p;
+      id = p.value.mergedInto;
+    }
+    throw new Error(`profile ${profileId}: merge chain longer than ${MAX_MERGE_HOPS}`);
+  }
+
+  /** The live profile an identifier points at. */
+  async find(
+    workspace: string,
+    id: Ident | { type: "profile_id"; value: string },
+  ): Promise<Versioned<ProfileRecord> | undefined> {
+    if (id.type === "profile_id") return this.live(workspace, id.value);
+    const target = await this.store.lookup(workspace, id);
+    if (target === undefined || !("profileId" in target.value)) return undefined;
+    return this.live(workspace, target.value.profileId);
+  }
+
+  private async attempt(event: Event, eventIds: readonly Ident[]): Promise<Resolution> {
+    const ids = [...eventIds];
+    const ws = event.workspace;
+    const now = this.clock();
+    // An alias links the previous id, whichever kind it was.
+    const lookupIds: Ident[] = [...ids];
+    if (event.type === EventType.ALIAS && event.previousId !== "") {
+      lookupIds.push(
+        { type: "user_id", value: event.previousId },
+        { type: "anonymous_id", value: event.previousId },
+      );
+    }
+    const entries = await Promise.all(lookupIds.map((id) => this.store.lookup(ws, id)));
+    const suppressed = entries.filter((e) => e !== undefined && "suppressed" in e.value);
+    if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
+
+    const found = new Map<string, Versioned<ProfileRecord>>();
+    for (const e of entries) {
+      if (e === undefined || !("profileId" in e.value)) continue;
+      const p = await this.live(ws, e.value.profileId);
+      if (p !== undefined) found.set(p.value.profileId, p);
+    }
+    if (event.type === EventType.ALIAS && event.previousId !== "") {
+      const aliasFound = entries.slice(ids.length).some((e) => e !== undefined);
+      if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
+    }
+    if (found.size === 0) {
+      // Deterministic id: a retry after a crash finds the profile it created.
+      const p = await this.live(ws, profileIdFor(ws, ids[0]!));
+      if (p !== undefined) found.set(p.value.profileId, p);
+    }
+
+    let survivor: Versioned<ProfileRecord> | undefined;
+    for (const p of found.values()) {
+      survivor =
+        survivor === undefined ? p : pickSurvivor(survivor.value, p.value)[0] === p.value ? p : survivor;
+    }
+    const s = survivor ?? { value: newProfile(ws, profileIdFor(ws, ids[0]!), now), revision: 0 };
+    const losers = [...found.values()].filter((p) => p !== s);
+    const record = s.value;
+    for (const l of losers) mergeInto(record, l.value);
+
+    const already = appliedVersion(record, event.messageId);
+    let changedTraits: JsonObject = {};
+    if (already === undefined) changedTraits = applyEvent(record, event, ids, now);
+    if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
+    for (const l of losers)
+      await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+    await this.pointIndex(ws, record, lookupIds, entries);
+
+    return {
+      kind: already === undefined ? "applied" : "duplicate",
+      profile: record,
+      version: already ?? record.version,
+      changedTraits,
+      merged: losers.map((l) => l.value.profileId),
+    };
+  }
+
+  /** Makes every identifier of the profile point at it (new ones, and those of merged profiles). */
+  private async pointIndex(
+    ws: string,
+    p: ProfileRecord,
+    looked: Ident[],
+    entries: (Versioned<IndexTarget> | undefined)[],
+  ): Promise<void> {
+    const target = { profileId: p.profileId };
+    await Promise.all(
+      p.identifiers.map(async (id) => {
+        const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
+        const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
+        if (entry !== undefined && "profileId" in entry.value && entry.value.profileId === p.profileId)
+          return;
+        await this.store.link(ws, id, target, entry?.revision ?? 0);
+      }),
+    );
+  }
+}

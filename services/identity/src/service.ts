@@ -1,0 +1,264 @@
+/**
+ * The identity service: resolves every event to one profile, keeps profiles
+ * in the profile store, publishes a `ProfileChanged` per applied event, and
+ * answers `ProfileService` lookups by any identifier.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
+import { Counter } from "prom-client";
+import {
+  EventSchema,
+  EventType,
+  ProfileChangedSchema,
+  ProfileSchema,
+  ProfileService,
+  type Event,
+  type Profile,
+} from "@kairos/contracts";
+import {
+  consumers,
+  currentTraceparent,
+  env,
+  GrpcError,
+  implement,
+  KeyedLock,
+  partitionOf,
+  PermanentError,
+  runtimeConfig,
+  ServiceRuntime,
+  subjects,
+  type ConfigOf,
+} from "@kairos/kit";
+import { IDENTIFIER_TYPES, normalizeEmail, type Ident, type ProfileRecord } from "./profile-record.js";
+import { Resolver, Unresolvable } from "./resolver.js";
+import { KvProfileStore } from "./store.js";
+
+export const configSpec = {
+  ...runtimeConfig,
+  GRPC_PORT: env.port(50052),
+  OPS_PORT: env.port(9462),
+  PARTITIONS: env.int(16, { min: 1, max: 1024 }),
+  CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+};
+
+export type IdentityConfig = ConfigOf<typeof configSpec>;
+
+export interface IdentityHandle {
+  runtime: ServiceRuntime;
+  grpcAddress: string;
+  stop(): Promise<boolean>;
+}
+
+export interface StartOptions {
+  spanProcessors?: SpanProcessor[];
+  handleSignals?: boolean;
+  clock?: () => number;
+}
+
+/** The protobuf view of a stored profile. */
+export function toProfile(p: ProfileRecord): Profile {
+  return create(ProfileSchema, {
+    workspace: p.workspace,
+    profileId: p.profileId,
+    version: BigInt(p.version),
+    identifiers: p.identifiers,
+    traits: p.traits,
+    mergedFrom: p.mergedFrom,
+    createdAt: timestampFromMs(p.createdAtMs),
+    updatedAt: timestampFromMs(p.updatedAtMs),
+  });
+}
+
+const eventTypeNames: Record<number, string> = {
+  [EventType.TRACK]: "track",
+  [EventType.IDENTIFY]: "identify",
+  [EventType.PAGE]: "page",
+  [EventType.SCREEN]: "screen",
+  [EventType.GROUP]: "group",
+  [EventType.ALIAS]: "alias",
+};
+
+/** An identifier from a request, validated and normalised. */
+function requestedIdentifier(
+  id: { type: string; value: string } | undefined,
+): Ident | { type: "profile_id"; value: string } {
+  if (id === undefined || id.value === "") {
+    throw new GrpcError(grpc.status.INVALID_ARGUMENT, "identifier with a type and a value is required");
+  }
+  if (id.type === "profile_id") return { type: "profile_id", value: id.value };
+  if (!(IDENTIFIER_TYPES as readonly string[]).includes(id.type)) {
+    throw new GrpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `identifier.type must be one of profile_id, ${IDENTIFIER_TYPES.join(", ")}; got ${JSON.stringify(id.type)}`,
+    );
+  }
+  const type = id.type as Ident["type"];
+  return { type, value: type === "email" ? normalizeEmail(id.value) : id.value };
+}
+
+function requireWorkspace(ws: string): string {
+  if (ws === "") throw new GrpcError(grpc.status.INVALID_ARGUMENT, "workspace is required");
+  return ws;
+}
+
+export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}): Promise<IdentityHandle> {
+  const clock = opts.clock ?? Date.now;
+  const runtime = await ServiceRuntime.start({
+    service: "identity",
+    natsUrl: cfg.NATS_URL,
+    natsReplicas: cfg.NATS_REPLICAS,
+    opsHost: cfg.OPS_HOST,
+    opsPort: cfg.OPS_PORT,
+    logLevel: cfg.LOG_LEVEL,
+    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
+    handleSignals: opts.handleSignals ?? false,
+    spanProcessors: opts.spanProcessors ?? [],
+  });
+  try {
+    const store = await KvProfileStore.open(runtime.nc, cfg.NATS_REPLICAS);
+    runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
+    const resolver = new Resolver(store, clock);
+    const lock = new KeyedLock();
+    const results = new Counter({
+      name: "kairos_identity_events_total",
+      help: "Events resolved, by outcome (applied, duplicate, merged, suppressed).",
+      labelNames: ["outcome"],
+      registers: [runtime.metrics.registry],
+    });
+    runtime.metrics.stageObjective.set({ stage: "resolve" }, 0.005);
+
+    const publishChange = async (
+      e: Event,
+      r: Extract<Awaited<ReturnType<Resolver["resolve"]>>, { profile: ProfileRecord }>,
+    ) => {
+      const p = r.profile;
+      const change = create(ProfileChangedSchema, {
+        workspace: p.workspace,
+        profileId: p.profileId,
+        version: BigInt(r.version),
+        changedTraits: r.changedTraits,
+        mergedFrom: r.merged,
+        eventId: e.messageId,
+        eventReceivedAt: e.receivedAt,
+        profile: toProfile(p),
+        eventName: e.name,
+        eventType: eventTypeNames[e.type] ?? "unspecified",
+        eventProperties: e.properties ?? {},
+        traceparent: currentTraceparent(),
+      });
+      await runtime.publisher.publishMessage(
+        subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
+        ProfileChangedSchema,
+        change,
+        { msgID: `${p.workspace}:${p.profileId}:${r.version}` },
+      );
+    };
+
+    await runtime.consume(consumers.identity, {
+      stage: "resolve",
+      concurrency: cfg.CONCURRENCY,
+      decode: (b) => fromBinary(EventSchema, b),
+      handle: async (e) => {
+        if (e.workspace === "" || e.messageId === "") {
+          throw new PermanentError("event without workspace or message id");
+        }
+        // One customer's events one at a time, in order; other customers alongside.
+        const key = `${e.workspace}|${e.userId !== "" ? e.userId : e.anonymousId}`;
+        await lock.run(key, async () => {
+          let r;
+          try {
+            r = await resolver.resolve(e);
+          } catch (err) {
+            if (err instanceof Unresolvable) throw new PermanentError(err.message, { cause: err });
+            throw err;
+          }
+          if (r.kind === "suppressed") {
+            results.inc({ outcome: "suppressed" });
+            return;
+          }
+          results.inc({ outcome: r.merged.length > 0 ? "merged" : r.kind });
+          // A redelivered event re-publishes its change with the same id: stored once,
+          // and not lost when the process died between the write and the publish.
+          if (r.version > 0) await publishChange(e, r);
+        });
+      },
+    });
+
+    const grpcServer = await runtime.serveGrpc(cfg.GRPC_HOST, cfg.GRPC_PORT, [
+      implement(ProfileService, {
+        getProfile: async (req) => {
+          const ws = requireWorkspace(req.workspace);
+          const id = requestedIdentifier(req.identifier);
+          const found = await resolver.find(ws, id);
+          if (found === undefined) {
+            throw new GrpcError(
+              grpc.status.NOT_FOUND,
+              `no profile in workspace ${ws} for ${id.type} ${JSON.stringify(id.value)}`,
+            );
+          }
+          return { profile: toProfile(found.value) };
+        },
+        batchGetProfiles: async (req) => {
+          const ws = requireWorkspace(req.workspace);
+          if (req.identifiers.length > 1000) {
+            throw new GrpcError(
+              grpc.status.INVALID_ARGUMENT,
+              `at most 1000 identifiers per call, got ${req.identifiers.length}`,
+            );
+          }
+          const results = await Promise.all(
+            req.identifiers.map(async (raw) => {
+              const found = await resolver.find(ws, requestedIdentifier(raw));
+              return found === undefined
+                ? { identifier: raw, found: false }
+                : { identifier: raw, found: true, profile: toProfile(found.value) };
+            }),
+          );
+          return { results };
+        },
+        deleteProfile: async (req) => {
+          const ws = requireWorkspace(req.workspace);
+          const id = requestedIdentifier(req.identifier);
+          const found = await resolver.find(ws, id);
+          if (found === undefined)
+            throw new GrpcError(
+              grpc.status.NOT_FOUND,
+              `no profile for ${id.type} ${JSON.stringify(id.value)}`,
+            );
+          const p = found.value;
+          const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
+          return lock.run(lockKey, async () => {
+            for (const i of p.identifiers) {
+              if (req.suppress)
+                await store.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
+              else await store.unlink(ws, i);
+            }
+            await store.deleteProfile(ws, p.profileId);
+            const version = p.version + 1;
+            await runtime.publisher.publishMessage(
+              subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),
+              ProfileChangedSchema,
+              create(ProfileChangedSchema, {
+                workspace: ws,
+                profileId: p.profileId,
+                version: BigInt(version),
+                deleted: true,
+                eventReceivedAt: timestampFromMs(clock()),
+                traceparent: currentTraceparent(),
+              }),
+              { msgID: `${ws}:${p.profileId}:${version}` },
+            );
+            return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
+          });
+        },
+      }),
+    ]);
+    runtime.markReady();
+    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
+  } catch (e) {
+    await runtime.shutdown("failed to start");
+    throw e;
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * The profile store: profiles by id and an index from identifier to profile id,
+ * with compare-and-set writes. `KvProfileStore` keeps both in JetStream KV
+ * (design §5); a MongoDB adapter implements the same interface later.
+ */
+import { createHash } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { Ident, ProfileRecord } from "./profile-record.js";
+
+/** A stored value and the revision a compare-and-set must name. */
+export interface Versioned<T> {
+  value: T;
+  revision: number;
+}
+
+/** Raised when a compare-and-set lost against a concurrent writer: re-read and retry. */
+export class WriteConflict extends Error {
+  constructor(what: string) {
+    super(`concurrent update of ${what}`);
+    this.name = "WriteConflict";
+  }
+}
+
+/** What an index entry points at. */
+export type IndexTarget = { profileId: string } | { suppressed: true };
+
+export interface ProfileStore {
+  getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined>;
+  /** Writes a profile; `revision` 0 creates it. Throws `WriteConflict` when it changed meanwhile. */
+  putProfile(p: ProfileRecord, revision: number): Promise<number>;
+  deleteProfile(workspace: string, profileId: string): Promise<void>;
+  lookup(workspace: string, id: Ident): Promise<Versioned<IndexTarget> | undefined>;
+  /** Points an identifier at a target; `revision` 0 creates the entry. Throws `WriteConflict`. */
+  link(workspace: string, id: Ident, target: IndexTarget, revision: number): Promise<number>;
+  unlink(workspace: string, id: Ident): Promise<void>;
+  /** Answers once the store is reachable. */
+  ping(): Promise<boolean>;
+}
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** KV keys allow `[-/_=.a-zA-Z0-9]`; identifier values (emails, anything) are hashed. */
+export function indexKey(workspace: string, id: Ident): string {
+  return `${workspace}.${id.type}.${createHash("sha256").update(id.value).digest("base64url")}`;
+}
+
+function isConflict(e: unknown): boolean {
+  return e instanceof Error && /wrong last sequence|key exists|10071|10164/i.test(e.message);
+}
+
+export class KvProfileStore implements ProfileStore {
+  private constructor(
+    private readonly profiles: KV,
+    private readonly index: KV,
+  ) {}
+
+  static async open(nc: NatsConnection, replicas = 1): Promise<KvProfileStore> {
+    const kvm = new Kvm(nc);
+    const opts = { history: 1, replicas };
+    return new KvProfileStore(await kvm.create("profiles", opts), await kvm.create("identity-index", opts));
+  }
+
+  async getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
+    const e = await this.profiles.get(`${workspace}.${profileId}`);
+    if (e === null || e.operation !== "PUT" || e.value.length === 0) return undefined;
+    return { value: JSON.parse(dec.decode(e.value)) as ProfileRecord, revision: e.revision };
+  }
+
+  async putProfile(p: ProfileRecord, revision: number): Promise<number> {
+    const key = `${p.workspace}.${p.profileId}`;
+    const data = enc.encode(JSON.stringify(p));
+    try {
+      return revision === 0
+        ? await this.profiles.create(key, data)
+        : await this.profiles.update(key, data, revision);
+    } catch (e) {
+      if (isConflict(e)) throw new WriteConflict(`profile ${p.profileId}`);
+      throw e;
+    }
+  }
+
+  async deleteProfile(workspace: string, profileId: string): Promise<void> {
+    await this.profiles.delete(`${workspace}.${profileId}`);
+  }
+
+  async lookup(workspace: string, id: Ident): Promise<Versioned<IndexTarget> | undefined> {
+    const e = await this.index.get(indexKey(workspace, id));
+    if (e === null || e.operation !== "PUT" || e.value.length === 0) return undefined;
+    return { value: JSON.parse(dec.decode(e.value)) as IndexTarget, revision: e.revision };
+  }
+
+  async link(workspace: string, id: Ident, target: IndexTarget, revision: number): Promise<number> {
+    const key = indexKey(workspace, id);
+    const data = enc.encode(JSON.stringify(target));
+    try {
+      return revision === 0
+        ? await this.index.create(key, data)
+        : await this.index.update(key, data, revision);
+    } catch (e) {
+      if (isConflict(e)) throw new WriteConflict(`identifier ${id.type}`);
+      throw e;
+    }
+  }
+
+  async unlink(workspace: string, id: Ident): Promise<void> {
+    await this.index.delete(indexKey(workspace, id));
+  }
+
+  async ping(): Promise<boolean> {
+    await this.profiles.status();
+    return true;
+  }
+}
