@@ -28,7 +28,7 @@ export const writeKeySchema = z.object({
 export const segmentSchema = z.object({
   name: token,
   description: z.string().optional(),
-  /** CEL over `profile` (`profile.id`, `profile.traits`, `profile.computed`, `profile.identifiers`). */
+  /** CEL over `profile` (`profile.profile_id`, `profile.traits`, `profile.computed_traits`, `profile.identifiers`) and `event` (`name`, `type`, `properties`). */
   condition: z.string().min(1),
 });
 

@@ -1,0 +1,124 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fileURLToPath } from "node:url";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import {
+  IntentSchema,
+  MembershipChange,
+  ProfileChangedSchema,
+  SegmentMembershipChangedSchema,
+  SegmentService,
+} from "@kairos/contracts";
+import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
+import { NatsServer, sleep, waitFor } from "@kairos/testkit";
+import { configSpec, startSegmentation, type SegmentationHandle } from "./service.js";
+import { actionIdFor } from "./plan.js";
+
+const demoConfig = fileURLToPath(new URL("../../../config/demo.yaml", import.meta.url));
+let server: NatsServer;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let svc: SegmentationHandle;
+
+beforeAll(async () => {
+  server = await NatsServer.start();
+  svc = await startSegmentation(
+    loadConfig(configSpec, {
+      NATS_URL: server.url,
+      GRPC_PORT: "0",
+      OPS_PORT: "0",
+      LOG_LEVEL: "silent",
+      KAIROS_CONFIG: demoConfig,
+    }),
+  );
+  nc = await connect({ servers: server.url });
+  jsm = await jetstreamManager(nc);
+});
+
+afterAll(async () => {
+  await svc?.stop();
+  await nc?.close();
+  await server?.[Symbol.asyncDispose]();
+});
+
+async function all<D extends DescMessage>(stream: string, schema: D): Promise<MessageShape<D>[]> {
+  const info = await jsm.streams.info(stream);
+  const out: MessageShape<D>[] = [];
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+    const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
+    if (m !== null) out.push(fromBinary(schema, m.data));
+  }
+  return out;
+}
+
+async function publishChange(
+  profileId: string,
+  version: number,
+  traits: Record<string, string>,
+  msgID?: string,
+) {
+  const c = create(ProfileChangedSchema, {
+    workspace: "demo",
+    profileId,
+    version: BigInt(version),
+    eventId: `${profileId}-e${version}`,
+    eventReceivedAt: timestampFromMs(Date.now()),
+    profile: { workspace: "demo", profileId, version: BigInt(version), traits },
+  });
+  await jetstream(nc).publish(subjects.profiles("demo", 0), toBinary(ProfileChangedSchema, c), {
+    msgID: msgID ?? `demo:${profileId}:${version}`,
+  });
+}
+
+describe("segmentation", () => {
+  it("records the gold entry, publishes one intent with a deterministic action id, then the exit", async () => {
+    await publishChange("p-1", 1, { plan: "gold", first_name: "Ada" });
+    const intent = await waitFor(async () =>
+      (await all("INTENTS", IntentSchema)).find((i) => i.profileId === "p-1"),
+    );
+    expect(intent).toMatchObject({
+      actionId: actionIdFor("demo", "gold-welcome", "p-1"),
+      channel: "webhook",
+      journey: "gold-welcome",
+      purpose: "marketing",
+      cancelKeys: ["journey:gold-welcome:p-1"],
+      payload: { template: "gold-welcome", greeting: "Welcome to gold, Ada" },
+    });
+    expect(intent.notAfter).toBeDefined();
+
+    // The same change again (a replay past the duplicate window) and a later one: no second intent.
+    await publishChange("p-1", 1, { plan: "gold", first_name: "Ada" }, "replay-p-1-1");
+    await publishChange("p-1", 2, { plan: "gold", first_name: "Ada" });
+    const client = createGrpcClient(SegmentService, svc.grpcAddress);
+    try {
+      await waitFor(
+        async () =>
+          (await client.listMemberships({ workspace: "demo", profileId: "p-1" })).memberships.length === 1,
+      );
+      const members = await client.listSegmentMembers({ workspace: "demo", segment: "gold" });
+      expect(members.members.map((m) => m.profileId)).toEqual(["p-1"]);
+      await expect(client.listSegmentMembers({ workspace: "demo", segment: "nope" })).rejects.toThrow(
+        /unknown segment/,
+      );
+
+      await publishChange("p-1", 3, { plan: "silver" });
+      await waitFor(
+        async () =>
+          (await client.listMemberships({ workspace: "demo", profileId: "p-1" })).memberships.length === 0,
+      );
+    } finally {
+      client.close();
+    }
+    const changes = (await all("SEGMENTS", SegmentMembershipChangedSchema)).filter(
+      (c) => c.profileId === "p-1",
+    );
+    expect(changes.map((c) => [c.segment, c.change, c.profileVersion])).toEqual([
+      ["gold", MembershipChange.ENTERED, 1n],
+      ["gold", MembershipChange.EXITED, 3n],
+    ]);
+    await sleep(200);
+    expect((await all("INTENTS", IntentSchema)).filter((i) => i.profileId === "p-1")).toHaveLength(1);
+  });
+});

@@ -1,0 +1,270 @@
+/**
+ * The segmentation service: evaluates every workspace segment on each profile
+ * change, records entries and exits, and turns journey triggers into intents.
+ */
+import * as grpc from "@grpc/grpc-js";
+import { create, fromBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
+import { Counter } from "prom-client";
+import {
+  IntentSchema,
+  MembershipChange,
+  ProfileChangedSchema,
+  SegmentMembershipChangedSchema,
+  SegmentService,
+  type ProfileChanged,
+} from "@kairos/contracts";
+import { loadMeshConfig } from "@kairos/mesh-config";
+import {
+  consumers,
+  env,
+  GrpcError,
+  implement,
+  KeyedLock,
+  runtimeConfig,
+  ServiceRuntime,
+  subjects,
+  type ConfigOf,
+} from "@kairos/kit";
+import { compileWorkspace, evaluate, renderPayload, type CompiledWorkspace, type Plan } from "./plan.js";
+import { MembershipStore, WriteConflict } from "./store.js";
+
+export const configSpec = {
+  ...runtimeConfig,
+  GRPC_PORT: env.port(50053),
+  OPS_PORT: env.port(9463),
+  KAIROS_CONFIG: env.string("config/demo.yaml"),
+  CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+};
+
+export type SegmentationConfig = ConfigOf<typeof configSpec>;
+
+export interface SegmentationHandle {
+  runtime: ServiceRuntime;
+  grpcAddress: string;
+  stop(): Promise<boolean>;
+}
+
+export interface StartOptions {
+  spanProcessors?: SpanProcessor[];
+  handleSignals?: boolean;
+  clock?: () => number;
+}
+
+export async function startSegmentation(
+  cfg: SegmentationConfig,
+  opts: StartOptions = {},
+): Promise<SegmentationHandle> {
+  const clock = opts.clock ?? Date.now;
+  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
+  const workspaces = new Map<string, CompiledWorkspace>(
+    mesh.workspaces.map((w) => [w.id, compileWorkspace(w)]),
+  );
+  const runtime = await ServiceRuntime.start({
+    service: "segmentation",
+    natsUrl: cfg.NATS_URL,
+    natsReplicas: cfg.NATS_REPLICAS,
+    opsHost: cfg.OPS_HOST,
+    opsPort: cfg.OPS_PORT,
+    logLevel: cfg.LOG_LEVEL,
+    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
+    handleSignals: opts.handleSignals ?? false,
+    spanProcessors: opts.spanProcessors ?? [],
+  });
+  try {
+    const store = await MembershipStore.open(runtime.nc, cfg.NATS_REPLICAS);
+    runtime.addReadinessCheck({ name: "membership-store", check: () => store.ping() });
+    runtime.metrics.stageObjective.set({ stage: "segment" }, 0.005);
+    const transitionsTotal = new Counter({
+      name: "kairos_segment_transitions_total",
+      help: "Segment entries and exits.",
+      labelNames: ["workspace", "segment", "change"],
+      registers: [runtime.metrics.registry],
+    });
+    const conditionErrors = new Counter({
+      name: "kairos_segment_condition_errors_total",
+      help: "Conditions that could not be evaluated on a profile (counted as not satisfied).",
+      labelNames: ["workspace", "segment"],
+      registers: [runtime.metrics.registry],
+    });
+    const intentsTotal = new Counter({
+      name: "kairos_journey_intents_total",
+      help: "Intents published, by journey.",
+      labelNames: ["workspace", "journey"],
+      registers: [runtime.metrics.registry],
+    });
+    const lock = new KeyedLock();
+
+    /** Publishes what an evaluation produced; same ids on a repeat, so JetStream stores each once. */
+    const publishPlan = async (ws: CompiledWorkspace, change: ProfileChanged, plan: Plan) => {
+      const now = clock();
+      const publishes: Promise<unknown>[] = [];
+      for (const t of plan.transitions) {
+        const kind = t.entered ? "entered" : "exited";
+        publishes.push(
+          runtime.publisher.publishMessage(
+            subjects.segments(change.workspace, t.segment),
+            SegmentMembershipChangedSchema,
+            create(SegmentMembershipChangedSchema, {
+              workspace: change.workspace,
+              segment: t.segment,
+              profileId: change.profileId,
+              change: t.entered ? MembershipChange.ENTERED : MembershipChange.EXITED,
+              reason: t.reason,
+              profileVersion: change.version,
+              eventId: change.eventId,
+              eventReceivedAt: change.eventReceivedAt,
+              changedAt: timestampFromMs(now),
+            }),
+            { msgID: `${change.workspace}:${t.segment}:${change.profileId}:${plan.version}:${kind}` },
+          ),
+        );
+      }
+      for (const f of plan.firings) {
+        const journey = ws.config.journeys.find((j) => j.name === f.journey);
+        if (journey === undefined) continue; // removed from the config since
+        const a = journey.action;
+        publishes.push(
+          runtime.publisher.publishMessage(
+            subjects.intents(change.workspace, a.channel),
+            IntentSchema,
+            create(IntentSchema, {
+              actionId: f.actionId,
+              workspace: change.workspace,
+              profileId: change.profileId,
+              channel: a.channel,
+              journey: journey.name,
+              step: "action",
+              payload: renderPayload(a.payload, change),
+              notBefore: timestampFromMs(now),
+              ...(a.relevance === undefined ? {} : { notAfter: timestampFromMs(now + a.relevance) }),
+              priority: a.priority,
+              cancelKeys: [`journey:${journey.name}:${change.profileId}`],
+              purpose: a.purpose,
+              eventReceivedAt: change.eventReceivedAt,
+              intendedAt: timestampFromMs(now),
+            }),
+            { msgID: f.actionId },
+          ),
+        );
+        intentsTotal.inc({ workspace: change.workspace, journey: journey.name });
+      }
+      await Promise.all(publishes);
+    };
+
+    const apply = async (ws: CompiledWorkspace, change: ProfileChanged): Promise<void> => {
+      for (let attempt = 0; ; attempt++) {
+        const { state, revision } = await store.get(change.workspace, change.profileId);
+        const version = Number(change.version);
+        if (version < state.version) return; // older than what we already evaluated
+        if (version === state.version && state.last !== undefined) {
+          // A repeat (redelivery after a crash): publish the same outputs again.
+          await publishPlan(ws, change, state.last);
+          return;
+        }
+        const { plan, next, errors } = evaluate(ws, change, state, clock());
+        for (const e of errors) conditionErrors.inc({ workspace: change.workspace, segment: e.segment });
+        try {
+          await store.put(change.workspace, change.profileId, next, revision);
+        } catch (e) {
+          if (e instanceof WriteConflict && attempt < 10) continue;
+          throw e;
+        }
+        for (const t of plan.transitions) {
+          transitionsTotal.inc({
+            workspace: change.workspace,
+            segment: t.segment,
+            change: t.entered ? "entered" : "exited",
+          });
+          await store.setMember(
+            change.workspace,
+            t.segment,
+            change.profileId,
+            t.entered ? next.members[t.segment] : undefined,
+          );
+        }
+        await publishPlan(ws, change, plan);
+        return;
+      }
+    };
+
+    await runtime.consume(consumers.segmentation, {
+      stage: "segment",
+      concurrency: cfg.CONCURRENCY,
+      decode: (b) => fromBinary(ProfileChangedSchema, b),
+      handle: async (change) => {
+        const ws = workspaces.get(change.workspace);
+        if (ws === undefined) {
+          runtime.logger.debug(
+            { workspace: change.workspace },
+            "profile change of a workspace without segments",
+          );
+          return;
+        }
+        await lock.run(`${change.workspace}|${change.profileId}`, async () => {
+          await apply(ws, change);
+          // Profiles merged away leave their segments: their ids are gone.
+          for (const loser of change.mergedFrom) {
+            await lock.run(`${change.workspace}|${loser}`, () =>
+              apply(
+                ws,
+                create(ProfileChangedSchema, {
+                  workspace: change.workspace,
+                  profileId: loser,
+                  version: BigInt(Number.MAX_SAFE_INTEGER),
+                  deleted: true,
+                  eventReceivedAt: change.eventReceivedAt,
+                }),
+              ),
+            );
+          }
+        });
+      },
+    });
+
+    const grpcServer = await runtime.serveGrpc(cfg.GRPC_HOST, cfg.GRPC_PORT, [
+      implement(SegmentService, {
+        listMemberships: async (req) => {
+          if (req.workspace === "" || req.profileId === "") {
+            throw new GrpcError(grpc.status.INVALID_ARGUMENT, "workspace and profile_id are required");
+          }
+          const { state } = await store.get(req.workspace, req.profileId);
+          return {
+            memberships: Object.entries(state.members).map(([segment, since]) => ({
+              segment,
+              profileId: req.profileId,
+              enteredAt: timestampFromMs(since),
+            })),
+          };
+        },
+        listSegmentMembers: async (req) => {
+          const ws = workspaces.get(req.workspace);
+          if (ws === undefined)
+            throw new GrpcError(grpc.status.NOT_FOUND, `unknown workspace ${JSON.stringify(req.workspace)}`);
+          if (!ws.segments.some((s) => s.name === req.segment)) {
+            throw new GrpcError(
+              grpc.status.NOT_FOUND,
+              `unknown segment ${JSON.stringify(req.segment)} in workspace ${req.workspace}`,
+            );
+          }
+          const limit = req.pageSize === 0 ? 100 : Math.min(req.pageSize, 1000);
+          const page = await store.listMembers(req.workspace, req.segment, req.pageToken, limit);
+          return {
+            members: page.map((m) => ({
+              segment: req.segment,
+              profileId: m.profileId,
+              enteredAt: timestampFromMs(m.since),
+            })),
+            nextPageToken: page.length === limit ? (page.at(-1)?.profileId ?? "") : "",
+          };
+        },
+      }),
+    ]);
+    runtime.markReady();
+    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
+  } catch (e) {
+    await runtime.shutdown("failed to start");
+    throw e;
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Membership state in JetStream KV: one record per profile (compare-and-set,
+ * so segments and journeys of a profile change atomically) and one key per
+ * (segment, member) for listing a segment's members.
+ */
+import type { NatsConnection } from "@nats-io/transport-node";
+import { Kvm, type KV } from "@nats-io/kv";
+import { emptyState, type MembershipState } from "./plan.js";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+export class WriteConflict extends Error {}
+
+export class MembershipStore {
+  private constructor(
+    private readonly state: KV,
+    private readonly members: KV,
+  ) {}
+
+  static async open(nc: NatsConnection, replicas = 1): Promise<MembershipStore> {
+    const kvm = new Kvm(nc);
+    return new MembershipStore(
+      await kvm.create("segment-membership", { history: 1, replicas }),
+      await kvm.create("segment-members", { history: 1, replicas }),
+    );
+  }
+
+  async get(ws: string, profileId: string): Promise<{ state: MembershipState; revision: number }> {
+    const e = await this.state.get(`${ws}.${profileId}`);
+    if (e === null || e.operation !== "PUT" || e.value.length === 0)
+      return { state: emptyState(), revision: 0 };
+    return { state: JSON.parse(dec.decode(e.value)) as MembershipState, revision: e.revision };
+  }
+
+  /** Compare-and-set write; `revision` 0 creates. */
+  async put(ws: string, profileId: string, s: MembershipState, revision: number): Promise<void> {
+    const key = `${ws}.${profileId}`;
+    const data = enc.encode(JSON.stringify(s));
+    try {
+      if (revision === 0) await this.state.create(key, data);
+      else await this.state.update(key, data, revision);
+    } catch (e) {
+      if (e instanceof Error && /wrong last sequence|key exists/i.test(e.message))
+        throw new WriteConflict(key);
+      throw e;
+    }
+  }
+
+  async setMember(
+    ws: string,
+    segment: string,
+    profileId: string,
+    sinceMs: number | undefined,
+  ): Promise<void> {
+    const key = `${ws}.${segment}.${profileId}`;
+    if (sinceMs === undefined) await this.members.delete(key);
+    else await this.members.put(key, enc.encode(String(sinceMs)));
+  }
+
+  /** Members of a segment in key order, from `after` (exclusive), at most `limit`. */
+  async listMembers(
+    ws: string,
+    segment: string,
+    after: string,
+    limit: number,
+  ): Promise<{ profileId: string; since: number }[]> {
+    const prefix = `${ws}.${segment}.`;
+    const ids: string[] = [];
+    for await (const k of await this.members.keys(`${prefix}*`)) ids.push(k.slice(prefix.length));
+    ids.sort();
+    const page = ids.filter((id) => id > after).slice(0, limit);
+    const out = [];
+    for (const id of page) {
+      const e = await this.members.get(`${prefix}${id}`);
+      if (e !== null && e.operation === "PUT")
+        out.push({ profileId: id, since: Number(dec.decode(e.value)) });
+    }
+    return out;
+  }
+
+  async ping(): Promise<boolean> {
+    await this.state.status();
+    return true;
+  }
+}
