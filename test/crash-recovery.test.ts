@@ -53,79 +53,75 @@ function calls(n: number): Record<string, unknown>[] {
 }
 
 describe("identity SIGKILLed and restarted while events flow", () => {
-  it(
-    "reflects every accepted event once and delivers no action twice",
-    async () => {
-      // Interleave customers so each batch carries many of them.
-      const all: Record<string, unknown>[] = [];
-      const perCustomer = Array.from({ length: CUSTOMERS }, (_, n) => calls(n));
-      for (let step = 0; step < EVENTS_PER_CUSTOMER; step++) for (const c of perCustomer) all.push(c[step]!);
-      const eventIds = new Set(all.map((e) => String(e.messageId)));
+  it("reflects every accepted event once and delivers no action twice", async () => {
+    // Interleave customers so each batch carries many of them.
+    const all: Record<string, unknown>[] = [];
+    const perCustomer = Array.from({ length: CUSTOMERS }, (_, n) => calls(n));
+    for (let step = 0; step < EVENTS_PER_CUSTOMER; step++) for (const c of perCustomer) all.push(c[step]!);
+    const eventIds = new Set(all.map((e) => String(e.messageId)));
 
-      let accepted = 0;
-      const batches = [];
-      for (let i = 0; i < all.length; i += 20) batches.push(all.slice(i, i + 20));
-      for (const [i, batch] of batches.entries()) {
-        if (i === Math.floor(batches.length / 3)) await mesh.kill("identity");
-        if (i === Math.floor((batches.length * 2) / 3)) await mesh.startService("identity");
-        const res = await fetch(`${mesh.httpUrl}/v1/batch`, {
-          method: "POST",
-          headers: { authorization: auth, "content-type": "application/json" },
-          body: JSON.stringify({ batch }),
-        });
-        expect(res.status).toBe(200);
-        accepted += ((await res.json()) as { accepted: number }).accepted;
-        await sleep(10);
-      }
-      expect(accepted).toBe(all.length);
-
-      // Every event produced exactly one ProfileChanged...
-      const jsm = await jetstreamManager(nc);
-      const seen = new Map<string, number>();
-      await waitFor(
-        async () => {
-          const info = await jsm.streams.info("PROFILES");
-          seen.clear();
-          for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-            const m = await jsm.streams.getMessage("PROFILES", { seq }).catch(() => null);
-            if (m === null) continue;
-            const id = fromBinary(ProfileChangedSchema, m.data).eventId;
-            if (eventIds.has(id)) seen.set(id, (seen.get(id) ?? 0) + 1);
-          }
-          return seen.size === eventIds.size;
-        },
-        { timeoutMs: 90_000, intervalMs: 500, what: `a ProfileChanged for each of ${eventIds.size} events` },
-      );
-      expect([...seen.values()].every((n) => n === 1)).toBe(true);
-
-      // ...and each profile applied its five events once.
-      const profiles = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
-      try {
-        for (let n = 0; n < CUSTOMERS; n++) {
-          const { profile } = await profiles.getProfile({
-            workspace: "bench",
-            identifier: { type: "user_id", value: userOf(n) },
-          });
-          expect(profile?.version, userOf(n)).toBe(BigInt(EVENTS_PER_CUSTOMER));
-          expect(profile?.traits?.first_name).toBe("Ada");
-        }
-      } finally {
-        profiles.close();
-      }
-
-      // One order thank-you per customer and one gold welcome per gold customer, each POSTed once.
-      const expected = CUSTOMERS + CUSTOMERS / 4;
-      await waitFor(() => endpoint.byKey().size >= expected, {
-        timeoutMs: 90_000,
-        intervalMs: 200,
-        what: `${expected} distinct actions at the channel`,
+    let accepted = 0;
+    const batches = [];
+    for (let i = 0; i < all.length; i += 20) batches.push(all.slice(i, i + 20));
+    for (const [i, batch] of batches.entries()) {
+      if (i === Math.floor(batches.length / 3)) await mesh.kill("identity");
+      if (i === Math.floor((batches.length * 2) / 3)) await mesh.startService("identity");
+      const res = await fetch(`${mesh.httpUrl}/v1/batch`, {
+        method: "POST",
+        headers: { authorization: auth, "content-type": "application/json" },
+        body: JSON.stringify({ batch }),
       });
-      await sleep(1500); // a double send would arrive now
-      const keys = endpoint.byKey();
-      expect(keys.size).toBe(expected);
-      const twice = [...keys].filter(([, posts]) => posts.length > 1).map(([k]) => k);
-      expect(twice).toEqual([]);
-    },
-    240_000,
-  );
+      expect(res.status).toBe(200);
+      accepted += ((await res.json()) as { accepted: number }).accepted;
+      await sleep(10);
+    }
+    expect(accepted).toBe(all.length);
+
+    // Every event produced exactly one ProfileChanged...
+    const jsm = await jetstreamManager(nc);
+    const seen = new Map<string, number>();
+    await waitFor(
+      async () => {
+        const info = await jsm.streams.info("PROFILES");
+        seen.clear();
+        for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
+          const m = await jsm.streams.getMessage("PROFILES", { seq }).catch(() => null);
+          if (m === null) continue;
+          const id = fromBinary(ProfileChangedSchema, m.data).eventId;
+          if (eventIds.has(id)) seen.set(id, (seen.get(id) ?? 0) + 1);
+        }
+        return seen.size === eventIds.size;
+      },
+      { timeoutMs: 90_000, intervalMs: 500, what: `a ProfileChanged for each of ${eventIds.size} events` },
+    );
+    expect([...seen.values()].every((n) => n === 1)).toBe(true);
+
+    // ...and each profile applied its five events once.
+    const profiles = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
+    try {
+      for (let n = 0; n < CUSTOMERS; n++) {
+        const { profile } = await profiles.getProfile({
+          workspace: "bench",
+          identifier: { type: "user_id", value: userOf(n) },
+        });
+        expect(profile?.version, userOf(n)).toBe(BigInt(EVENTS_PER_CUSTOMER));
+        expect(profile?.traits?.first_name).toBe("Ada");
+      }
+    } finally {
+      profiles.close();
+    }
+
+    // One order thank-you per customer and one gold welcome per gold customer, each POSTed once.
+    const expected = CUSTOMERS + CUSTOMERS / 4;
+    await waitFor(() => endpoint.byKey().size >= expected, {
+      timeoutMs: 90_000,
+      intervalMs: 200,
+      what: `${expected} distinct actions at the channel`,
+    });
+    await sleep(1500); // a double send would arrive now
+    const keys = endpoint.byKey();
+    expect(keys.size).toBe(expected);
+    const twice = [...keys].filter(([, posts]) => posts.length > 1).map(([k]) => k);
+    expect(twice).toEqual([]);
+  }, 240_000);
 });

@@ -20,7 +20,7 @@ const env = celEnv();
 export function compileCondition(expr: string): Condition {
   let program: (b: Bindings) => unknown;
   try {
-    program = plan(env, parse(expr)) as (b: Bindings) => unknown;
+    program = plan(env, parse(expr));
   } catch (e) {
     throw new Error(`CEL condition ${JSON.stringify(expr)}: ${e instanceof Error ? e.message : String(e)}`);
   }
