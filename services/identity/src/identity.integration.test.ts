@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   DeadLetterSchema,
@@ -36,7 +36,7 @@ afterAll(async () => {
   await server?.[Symbol.asyncDispose]();
 });
 
-function event(over: Partial<Event>): Event {
+function event(over: MessageInitShape<typeof EventSchema>): Event {
   return create(EventSchema, {
     messageId: `m-${++n}`,
     workspace: "ws",
