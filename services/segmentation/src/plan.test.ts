@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { create, type MessageInitShape } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { ProfileChangedSchema, type ProfileChanged } from "@kairos/contracts";
 import { parseMeshConfig } from "@kairos/mesh-config";
 import { compileCondition } from "./conditions.js";
@@ -33,7 +33,7 @@ const ws = compileWorkspace(mesh.workspaces[0]!);
 function change(
   version: number,
   traits: Record<string, string>,
-  over: MessageInitShape<typeof ProfileChangedSchema> = {},
+  over: { eventName?: string; eventProperties?: JsonObject; deleted?: boolean } = {},
 ): ProfileChanged {
   return create(ProfileChangedSchema, {
     workspace: "ws",
