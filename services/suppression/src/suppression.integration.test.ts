@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
-import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary, type DescMessage, type JsonObject, type MessageShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
   Decision,
@@ -63,7 +63,7 @@ beforeAll(async () => {
     ["capped", {}],
     ["dup", {}],
     ["consent", {}],
-  ] as const) {
+  ] as [string, JsonObject][]) {
     const e = create(EventSchema, {
       messageId: `e-${userId}`,
       workspace: "ws",
