@@ -71,7 +71,11 @@ describe("graceful shutdown", () => {
 
     const second = startWorker(id, { SLOW_MS: "50" });
     try {
-      await waitFor(async () => (await ledger(id)).length >= 3, { what: "m2 and m3 after restart" });
+      // Generous: under a loaded CI machine the second worker can take seconds to start.
+      await waitFor(async () => (await ledger(id)).length >= 3, {
+        timeoutMs: 40_000,
+        what: "m2 and m3 after restart",
+      });
       await waitFor(async () => {
         const info = await jsm.consumers.info("PROFILES", `worker-${id}`);
         return info.num_pending === 0 && info.num_ack_pending === 0;

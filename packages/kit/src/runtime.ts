@@ -45,6 +45,7 @@ export interface RuntimeOptions {
 export class ServiceRuntime implements AsyncDisposable {
   readonly consumers: RunningConsumer[] = [];
   grpc: GrpcServer | undefined;
+  private started = false;
 
   private constructor(
     readonly service: string,
@@ -99,7 +100,7 @@ export class ServiceRuntime implements AsyncDisposable {
     lifecycle.add("connections", "publisher", () => publisher.flush());
 
     logger.info({ nats: opts.natsUrl, ops: ops.url }, "runtime started");
-    return new ServiceRuntime(
+    const runtime = new ServiceRuntime(
       opts.service,
       logger,
       metrics,
@@ -111,6 +112,14 @@ export class ServiceRuntime implements AsyncDisposable {
       publisher,
       lifecycle,
     );
+    // Not ready until the service says so: its stores, consumers and listeners are up.
+    runtime.registerStartedCheck();
+    return runtime;
+  }
+
+  /** Registers a readiness check shown on `/readyz`. */
+  private registerStartedCheck(): void {
+    this.ops.addCheck({ name: "started", check: () => this.started });
   }
 
   /** Registers a readiness check shown on `/readyz`. */
@@ -175,8 +184,9 @@ export class ServiceRuntime implements AsyncDisposable {
     return grpc;
   }
 
-  /** Marks the service SERVING on gRPC health once everything it needs answers. */
+  /** Marks the service SERVING on gRPC health, and ready on `/readyz`, once everything it needs answers. */
   markReady(): void {
+    this.started = true;
     this.grpc?.setServing();
     this.logger.info("ready");
   }

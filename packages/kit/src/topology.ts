@@ -102,7 +102,9 @@ export interface ConsumerSpec {
   maxAckPending: number;
 }
 
-const defaults = { maxDeliver: 8, ackWaitMs: 30_000, maxAckPending: 4096 } as const;
+// A short ack wait bounds how long the messages in flight in a crashed process stay
+// unseen; handlers that run longer keep theirs with `working()` (see consumer.ts).
+const defaults = { maxDeliver: 8, ackWaitMs: 5_000, maxAckPending: 4096 } as const;
 
 /** The mesh's durable consumers. */
 export const consumers = {
