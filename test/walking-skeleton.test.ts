@@ -56,27 +56,27 @@ beforeAll(async () => {
     LOG_LEVEL: "silent",
   };
   const id = await identity.startIdentity(loadConfig(identity.configSpec, base), { spanProcessors });
-  stops.push(id.stop);
+  stops.push(() => id.stop());
   identityAddr = id.grpcAddress;
   const seg = await segmentation.startSegmentation(loadConfig(segmentation.configSpec, base), {
     spanProcessors,
   });
-  stops.push(seg.stop);
+  stops.push(() => seg.stop());
   segmentationAddr = seg.grpcAddress;
   const sup = await suppression.startSuppression(
     loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: identityAddr }),
     { spanProcessors },
   );
-  stops.push(sup.stop);
+  stops.push(() => sup.stop());
   const disp = await dispatcher.startDispatcherWebhook(
     loadConfig(dispatcher.configSpec, { ...base, WEBHOOK_URL: endpoint.url }),
     { spanProcessors },
   );
-  stops.push(disp.stop);
+  stops.push(() => disp.stop());
   const ing = await ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }), {
     spanProcessors,
   });
-  stops.push(ing.stop);
+  stops.push(() => ing.stop());
   httpUrl = ing.httpUrl;
   ingestAddr = ing.grpcAddress;
   nc = await connect({ servers: nats.url });
@@ -238,7 +238,7 @@ describe("an event from a real Segment SDK reaches the channel", () => {
       },
       { timeoutMs: 30_000, what: "the profile" },
     );
-    const posts = await welcomeFor(profile!.profileId);
+    const posts = await welcomeFor(profile.profileId);
     expect(posts).toHaveLength(1);
     expect(posts[0]!.body.payload).toMatchObject({ greeting: "Welcome to gold, Grace" });
   });
