@@ -37,3 +37,36 @@ export async function peakRssMiB(pid: number): Promise<number> {
     return Number.NaN;
   }
 }
+
+/** Cumulative bucket counts of one Prometheus histogram series, by upper bound (seconds). */
+export async function scrapeHistogram(
+  metricsUrl: string,
+  name: string,
+  labels: string,
+): Promise<Map<number, number>> {
+  const text = await (await fetch(metricsUrl)).text();
+  const out = new Map<number, number>();
+  for (const line of text.split("\n")) {
+    if (!line.startsWith(`${name}_bucket{`) || !line.includes(labels)) continue;
+    const le = /le="([^"]+)"/.exec(line)?.[1];
+    const value = Number(line.slice(line.lastIndexOf(" ") + 1));
+    if (le !== undefined) out.set(le === "+Inf" ? Number.POSITIVE_INFINITY : Number(le), value);
+  }
+  return out;
+}
+
+/** The q-quantile's bucket upper bound (ms) of the observations between two scrapes. */
+export function histogramQuantileMs(
+  before: Map<number, number>,
+  after: Map<number, number>,
+  q: number,
+): number {
+  const bounds = [...after.keys()].sort((a, b) => a - b);
+  const total = (after.get(Number.POSITIVE_INFINITY) ?? 0) - (before.get(Number.POSITIVE_INFINITY) ?? 0);
+  if (total <= 0) return Number.NaN;
+  for (const b of bounds) {
+    const n = (after.get(b) ?? 0) - (before.get(b) ?? 0);
+    if (n >= q * total) return b * 1000;
+  }
+  return Number.POSITIVE_INFINITY;
+}

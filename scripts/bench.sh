@@ -7,5 +7,6 @@ what=${1:-bus}
 case "$what" in
   bus) exec pnpm exec tsx bench/bus-ceiling.ts ;;
   e2e) exec pnpm exec tsx bench/end-to-end.ts ;;
+  identity) exec pnpm exec tsx bench/identity-drain.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac

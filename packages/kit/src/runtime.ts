@@ -86,6 +86,9 @@ export class ServiceRuntime implements AsyncDisposable {
       name: `kairos-${opts.service}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: 500,
+      // nats.js otherwise builds two Error objects (stack traces) per request to
+      // decorate a possible failure: a quarter of a busy service's CPU.
+      noAsyncTraces: true,
     });
     const closed = nc.closed();
     lifecycle.add("connections", "nats", async () => {

@@ -1,5 +1,12 @@
 /** The identity service's public surface. */
 export { configSpec, startIdentity, toProfile, type IdentityConfig, type IdentityHandle } from "./service.js";
 export { Resolver, Unresolvable, type Resolution } from "./resolver.js";
-export { KvProfileStore, WriteConflict, indexKey, type ProfileStore, type IndexTarget } from "./store.js";
+export {
+  CachingProfileStore,
+  KvProfileStore,
+  WriteConflict,
+  indexKey,
+  type ProfileStore,
+  type IndexTarget,
+} from "./store.js";
 export * from "./profile-record.js";

@@ -33,7 +33,7 @@ import {
 } from "@kairos/kit";
 import { IDENTIFIER_TYPES, normalizeEmail, type Ident, type ProfileRecord } from "./profile-record.js";
 import { Resolver, Unresolvable } from "./resolver.js";
-import { KvProfileStore } from "./store.js";
+import { CachingProfileStore, KvProfileStore } from "./store.js";
 
 export const configSpec = {
   ...runtimeConfig,
@@ -41,6 +41,8 @@ export const configSpec = {
   OPS_PORT: env.port(9462),
   PARTITIONS: env.int(16, { min: 1, max: 1024 }),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+  /** Profiles and identifiers kept in the resolve path's cache. */
+  CACHE_ENTRIES: env.int(200_000, { min: 0, max: 10_000_000 }),
 };
 
 export type IdentityConfig = ConfigOf<typeof configSpec>;
@@ -119,7 +121,10 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
   try {
     const store = await KvProfileStore.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
-    const resolver = new Resolver(store, clock);
+    // The resolve path reads through a write-through cache; lookups over gRPC read the store.
+    const cached = new CachingProfileStore(store, cfg.CACHE_ENTRIES);
+    const resolver = new Resolver(cached, clock);
+    const reader = new Resolver(store, clock);
     const lock = new KeyedLock();
     const results = new Counter({
       name: "kairos_identity_events_total",
@@ -191,7 +196,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         getProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(req.identifier);
-          const found = await resolver.find(ws, id);
+          const found = await reader.find(ws, id);
           if (found === undefined) {
             throw new GrpcError(
               grpc.status.NOT_FOUND,
@@ -210,7 +215,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           }
           const results = await Promise.all(
             req.identifiers.map(async (raw) => {
-              const found = await resolver.find(ws, requestedIdentifier(raw));
+              const found = await reader.find(ws, requestedIdentifier(raw));
               return found === undefined
                 ? { identifier: raw, found: false }
                 : { identifier: raw, found: true, profile: toProfile(found.value) };
@@ -221,7 +226,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(req.identifier);
-          const found = await resolver.find(ws, id);
+          const found = await reader.find(ws, id);
           if (found === undefined)
             throw new GrpcError(
               grpc.status.NOT_FOUND,

@@ -113,3 +113,96 @@ export class KvProfileStore implements ProfileStore {
     return true;
   }
 }
+
+/** A bounded map that forgets the least recently written entries first. */
+class Bounded<V> {
+  private readonly map = new Map<string, V>();
+  constructor(private readonly max: number) {}
+  get(k: string): V | undefined {
+    return this.map.get(k);
+  }
+  set(k: string, v: V): void {
+    this.map.delete(k);
+    this.map.set(k, v);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value!);
+  }
+  delete(k: string): void {
+    this.map.delete(k);
+  }
+}
+
+/**
+ * A write-through cache in front of a store, for the resolve path: what this
+ * process wrote last is read back without a round trip. Safe beside other
+ * replicas because every write is compare-and-set on the cached revision: a
+ * stale entry makes the write fail, the entry is dropped, and the resolver
+ * retries from the store. Absent keys are never cached.
+ */
+export class CachingProfileStore implements ProfileStore {
+  private readonly profiles: Bounded<Versioned<ProfileRecord>>;
+  private readonly index: Bounded<Versioned<IndexTarget>>;
+
+  constructor(
+    private readonly inner: ProfileStore,
+    maxEntries = 200_000,
+  ) {
+    this.profiles = new Bounded(maxEntries);
+    this.index = new Bounded(maxEntries);
+  }
+
+  async getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
+    const key = `${workspace}.${profileId}`;
+    const hit = this.profiles.get(key);
+    if (hit !== undefined) return { value: structuredClone(hit.value), revision: hit.revision };
+    const v = await this.inner.getProfile(workspace, profileId);
+    if (v !== undefined) this.profiles.set(key, { value: structuredClone(v.value), revision: v.revision });
+    return v;
+  }
+
+  async putProfile(p: ProfileRecord, revision: number): Promise<number> {
+    const key = `${p.workspace}.${p.profileId}`;
+    try {
+      const rev = await this.inner.putProfile(p, revision);
+      this.profiles.set(key, { value: structuredClone(p), revision: rev });
+      return rev;
+    } catch (e) {
+      this.profiles.delete(key);
+      throw e;
+    }
+  }
+
+  async deleteProfile(workspace: string, profileId: string): Promise<void> {
+    this.profiles.delete(`${workspace}.${profileId}`);
+    await this.inner.deleteProfile(workspace, profileId);
+  }
+
+  async lookup(workspace: string, id: Ident): Promise<Versioned<IndexTarget> | undefined> {
+    const key = indexKey(workspace, id);
+    const hit = this.index.get(key);
+    if (hit !== undefined) return hit;
+    const v = await this.inner.lookup(workspace, id);
+    if (v !== undefined) this.index.set(key, v);
+    return v;
+  }
+
+  async link(workspace: string, id: Ident, target: IndexTarget, revision: number): Promise<number> {
+    const key = indexKey(workspace, id);
+    try {
+      const rev = await this.inner.link(workspace, id, target, revision);
+      this.index.set(key, { value: target, revision: rev });
+      return rev;
+    } catch (e) {
+      this.index.delete(key);
+      throw e;
+    }
+  }
+
+  async unlink(workspace: string, id: Ident): Promise<void> {
+    this.index.delete(indexKey(workspace, id));
+    await this.inner.unlink(workspace, id);
+  }
+
+  ping(): Promise<boolean> {
+    return this.inner.ping();
+  }
+}

@@ -111,9 +111,11 @@ describe("segmentation", () => {
     } finally {
       client.close();
     }
-    const changes = (await all("SEGMENTS", SegmentMembershipChangedSchema)).filter(
-      (c) => c.profileId === "p-1",
-    );
+    // The membership record is written before the change is published: wait for the stream.
+    const changes = await waitFor(async () => {
+      const c = (await all("SEGMENTS", SegmentMembershipChangedSchema)).filter((x) => x.profileId === "p-1");
+      return c.length >= 2 ? c : undefined;
+    });
     expect(changes.map((c) => [c.segment, c.change, c.profileVersion])).toEqual([
       ["gold", MembershipChange.ENTERED, 1n],
       ["gold", MembershipChange.EXITED, 3n],

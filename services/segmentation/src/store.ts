@@ -13,6 +13,20 @@ const dec = new TextDecoder();
 export class WriteConflict extends Error {}
 
 export class MembershipStore {
+  /**
+   * Write-through cache of what this process wrote or read last. Writes are
+   * compare-and-set on the cached revision, so a stale entry (another replica
+   * wrote) fails the write, is dropped, and the caller retries from the bucket.
+   */
+  private readonly cache = new Map<string, { state: MembershipState; revision: number }>();
+  private readonly maxCached = 200_000;
+
+  private remember(key: string, v: { state: MembershipState; revision: number }): void {
+    this.cache.delete(key);
+    this.cache.set(key, v);
+    if (this.cache.size > this.maxCached) this.cache.delete(this.cache.keys().next().value!);
+  }
+
   private constructor(
     private readonly state: KV,
     private readonly members: KV,

@@ -3,24 +3,30 @@ import * as grpc from "@grpc/grpc-js";
 import { ProfileService, type Profile } from "@kairos/contracts";
 import { createGrpcClient } from "@kairos/kit";
 
+/** Where suppression finds the customer an intent is for. */
 export interface ProfileLookup {
   /** The profile, or undefined when identity has none by that id. Throws when identity is unavailable. */
   get(workspace: string, profileId: string): Promise<Profile | undefined>;
   close(): void;
 }
 
-export function grpcProfileLookup(address: string): ProfileLookup {
+/**
+ * A `ProfileLookup` over identity's gRPC `ProfileService.GetProfile`, by
+ * `profile_id`. NOT_FOUND means no such profile; any other failure (identity
+ * down, deadline exceeded) is thrown, so the intent is retried with backoff.
+ */
+export function grpcProfileLookup(address: string, timeoutMs = 2000): ProfileLookup {
   const client = createGrpcClient(ProfileService, address);
   return {
     async get(workspace, profileId) {
       try {
-        const res = await client.getProfile({
-          workspace,
-          identifier: { type: "profile_id", value: profileId },
-        });
+        const res = await client.getProfile(
+          { workspace, identifier: { type: "profile_id", value: profileId } },
+          { timeoutMs },
+        );
         return res.profile;
       } catch (e) {
-        if ((e as { code?: number }).code === grpc.status.NOT_FOUND) return undefined;
+        if ((e as { code?: unknown }).code === grpc.status.NOT_FOUND) return undefined;
         throw e;
       }
     },

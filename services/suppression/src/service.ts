@@ -1,11 +1,11 @@
 /**
  * The suppression service: every intent passes here. It expires what is past
- * its deadline, suppresses what consent, opt-outs or the daily cap forbid,
+ * its deadline, suppresses what opt-outs, consent or the daily cap forbid,
  * and hands the rest to the channel's dispatcher as a `Dispatch`.
  */
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
-import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { Counter } from "prom-client";
 import {
@@ -16,8 +16,9 @@ import {
   OutcomeStatus,
   SuppressionService,
   type Intent,
+  type Profile,
 } from "@kairos/contracts";
-import { loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
+import { loadMeshConfig, type ChannelConfig } from "@kairos/mesh-config";
 import {
   consumers,
   env,
@@ -30,46 +31,57 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { decide, localDay, timeZoneOf, type Verdict } from "./decide.js";
+import { capDay, decide, dueAtOf, type IntentFacts, type Verdict } from "./decide.js";
 import { grpcProfileLookup, type ProfileLookup } from "./profiles.js";
 import { SuppressionStores, WriteConflict } from "./stores.js";
 
+/** Environment variables of the suppression service. */
 export const configSpec = {
   ...runtimeConfig,
   GRPC_PORT: env.port(50054),
   OPS_PORT: env.port(9464),
   KAIROS_CONFIG: env.string("config/demo.yaml"),
   IDENTITY_GRPC_ADDR: env.string("127.0.0.1:50052"),
+  IDENTITY_TIMEOUT: env.duration(2000),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
 };
 
 export type SuppressionConfig = ConfigOf<typeof configSpec>;
 
+/** A running suppression service. */
 export interface SuppressionHandle {
   runtime: ServiceRuntime;
+  /** `host:port` of `SuppressionService`. */
   grpcAddress: string;
-  stop(): Promise<boolean>;
+  stop(): Promise<void>;
 }
 
 export interface StartOptions {
   spanProcessors?: SpanProcessor[];
   handleSignals?: boolean;
   clock?: () => number;
-  /** Overrides the gRPC lookup of profiles in identity. */
+  /** Replaces the gRPC lookup of profiles in identity (closed on shutdown). */
   profiles?: ProfileLookup;
 }
 
-function workspaceTimeZone(mesh: MeshConfig, ws: string): string | undefined {
-  return mesh.workspaces.find((w) => w.id === ws)?.timezone;
+/** Compare-and-set attempts on a cap ledger before the intent is handed back for redelivery. */
+const CAS_ATTEMPTS = 10;
+
+/** What a decision was made about: an intent, or a `Check` request. */
+interface Question extends IntentFacts {
+  workspace: string;
+  profileId: string;
 }
 
+/** Starts the suppression service: the INTENTS consumer and `SuppressionService` over gRPC. */
 export async function startSuppression(
   cfg: SuppressionConfig,
   opts: StartOptions = {},
 ): Promise<SuppressionHandle> {
   const clock = opts.clock ?? Date.now;
   const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const channels = new Map(mesh.channels.map((c) => [c.name, c]));
+  const channels = new Map<string, ChannelConfig>(mesh.channels.map((c) => [c.name, c]));
+  const timeZones = new Map(mesh.workspaces.map((w) => [w.id, w.timezone]));
   const runtime = await ServiceRuntime.start({
     service: "suppression",
     natsUrl: cfg.NATS_URL,
@@ -84,7 +96,7 @@ export async function startSuppression(
   try {
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "suppression-stores", check: () => stores.ping() });
-    const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR);
+    const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
     const decisions = new Counter({
@@ -93,84 +105,69 @@ export async function startSuppression(
       labelNames: ["channel", "verdict", "reason"],
       registers: [runtime.metrics.registry],
     });
+    // One profile's intents one at a time in this process: fewer cap-ledger conflicts.
     const lock = new KeyedLock();
 
-    /** Gathers the facts and decides; for the pipeline, also takes a cap slot (atomically). */
+    const channelOf = (name: string): ChannelConfig => {
+      const c = channels.get(name);
+      if (c === undefined) throw new PermanentError(`unknown channel ${JSON.stringify(name)}`);
+      return c;
+    };
+
+    /**
+     * Gathers the facts and decides. With `take`, a dispatch verdict also takes
+     * its cap slot (compare-and-set, re-deciding on a conflict); `Check` does not.
+     */
     const judge = async (
-      q: {
-        workspace: string;
-        profileId: string;
-        channel: string;
-        purpose: string;
-        actionId: string;
-        notAfterMs?: number;
-      },
+      q: Question,
       take: boolean,
-    ): Promise<Verdict> => {
-      const channel = channels.get(q.channel);
-      if (channel === undefined) throw new PermanentError(`unknown channel ${JSON.stringify(q.channel)}`);
-      const tzDefault = workspaceTimeZone(mesh, q.workspace) ?? "UTC";
-      for (let attempt = 0; ; attempt++) {
+    ): Promise<{ verdict: Verdict; profile: Profile | undefined; decidedAtMs: number }> => {
+      const channel = channelOf(q.channel);
+      const workspaceTz = timeZones.get(q.workspace) ?? "UTC";
+      const [profile, consent] = await Promise.all([
+        profiles.get(q.workspace, q.profileId),
+        stores.consentFor(q.workspace, q.profileId, q.channel, q.purpose),
+      ]);
+      for (let attempt = 1; ; attempt++) {
         const now = clock();
-        const [profile, consentWithdrawn] = await Promise.all([
-          profiles.get(q.workspace, q.profileId),
-          stores.consentWithdrawn(q.workspace, q.profileId, q.channel, q.purpose),
-        ]);
-        const capKey = stores.capKey(
-          q.workspace,
-          q.channel,
-          q.profileId,
-          localDay(now, timeZoneOf(profile?.traits, tzDefault)),
-        );
+        const day = capDay(profile, now, workspaceTz);
+        const key = stores.capKey(q.workspace, q.channel, q.profileId, day);
         const ledger =
-          channel.dailyCap === undefined ? { ids: [], revision: 0 } : await stores.counted(capKey);
-        const verdict = decide({
-          nowMs: now,
-          channel: q.channel,
-          purpose: q.purpose,
-          actionId: q.actionId,
-          notAfterMs: q.notAfterMs,
-          traits: profile === undefined ? undefined : (profile.traits ?? {}),
-          consentWithdrawn,
-          dailyCap: channel.dailyCap,
-          countedToday: ledger.ids,
-        });
-        if (!take || verdict.kind !== "dispatch" || !verdict.countsAgainstCap) return verdict;
+          channel.dailyCap === undefined || profile === undefined
+            ? { ids: [], revision: 0 }
+            : await stores.counted(key);
+        const verdict = decide(
+          q,
+          profile,
+          consent,
+          { dailyCap: channel.dailyCap, day, counted: ledger.ids },
+          now,
+          workspaceTz,
+        );
+        if (!take || verdict.kind !== "dispatch" || verdict.count === undefined) {
+          return { verdict, profile, decidedAtMs: now };
+        }
         try {
-          await stores.count(capKey, ledger.ids, q.actionId, ledger.revision);
-          return verdict;
+          // decide() counts on the same local day as `capDay`, so `key` is the ledger to extend.
+          await stores.count(key, ledger.ids, q.actionId, ledger.revision);
+          return { verdict, profile, decidedAtMs: now };
         } catch (e) {
-          if (e instanceof WriteConflict && attempt < 10) continue;
+          // Another replica counted for this profile meanwhile: read the ledger again.
+          if (e instanceof WriteConflict && attempt < CAS_ATTEMPTS) continue;
           throw e;
         }
       }
     };
 
     const handleIntent = async (intent: Intent) => {
-      const notAfterMs = intent.notAfter === undefined ? undefined : timestampMs(intent.notAfter);
-      const verdict = await judge(
-        {
-          workspace: intent.workspace,
-          profileId: intent.profileId,
-          channel: intent.channel,
-          purpose: intent.purpose,
-          actionId: intent.actionId,
-          ...(notAfterMs === undefined ? {} : { notAfterMs }),
-        },
-        true,
-      );
-      const decidedAt = clock();
+      const { verdict, profile, decidedAtMs } = await judge(intent, true);
       decisions.inc({
         channel: intent.channel,
         verdict: verdict.kind,
         reason: verdict.kind === "dispatch" ? "" : verdict.reason,
       });
       if (verdict.kind === "dispatch") {
-        const profile = await profiles.get(intent.workspace, intent.profileId);
-        const notBefore = intent.notBefore === undefined ? 0 : timestampMs(intent.notBefore);
-        const intended = intent.intendedAt === undefined ? notBefore : timestampMs(intent.intendedAt);
-        // Immediate actions are due when the customer acted; scheduled ones at their time.
-        const dueAt = notBefore > intended ? intent.notBefore : (intent.eventReceivedAt ?? intent.notBefore);
+        const dueAt = dueAtOf(intent);
         await runtime.publisher.publishMessage(
           subjects.dispatch(intent.workspace, intent.channel),
           DispatchSchema,
@@ -179,14 +176,19 @@ export async function startSuppression(
             decision: "allow",
             destinations: profile?.identifiers ?? [],
             dueAt,
-            decidedAt: timestampFromMs(decidedAt),
+            decidedAt: timestampFromMs(decidedAtMs),
             profileTraits: profile?.traits ?? {},
           }),
+          // A redelivered intent (already counted) is published again under the same id: stored once.
           { msgID: intent.actionId },
         );
         return;
       }
       const status = verdict.kind === "expire" ? OutcomeStatus.EXPIRED : OutcomeStatus.SUPPRESSED;
+      runtime.logger.debug(
+        { actionId: intent.actionId, channel: intent.channel, reason: verdict.reason },
+        "intent not dispatched",
+      );
       await runtime.publisher.publishMessage(
         subjects.outcomes(intent.workspace, intent.channel),
         OutcomeSchema,
@@ -198,10 +200,11 @@ export async function startSuppression(
           journey: intent.journey,
           status,
           reason: verdict.reason,
+          detail: verdict.detail,
           times: {
             eventReceivedAt: intent.eventReceivedAt,
             intendedAt: intent.intendedAt,
-            decidedAt: timestampFromMs(decidedAt),
+            decidedAt: timestampFromMs(decidedAtMs),
           },
         }),
         { msgID: `${intent.actionId}:${OutcomeStatus[status]}` },
@@ -212,65 +215,82 @@ export async function startSuppression(
       stage: "suppress",
       concurrency: cfg.CONCURRENCY,
       decode: (b) => fromBinary(IntentSchema, b),
-      handle: async (intent) => {
-        if (
-          intent.actionId === "" ||
-          intent.workspace === "" ||
-          intent.profileId === "" ||
-          intent.channel === ""
-        ) {
-          throw new PermanentError("intent without action_id, workspace, profile_id or channel");
-        }
-        // One profile's intents one at a time: the cap ledger is read and written in order.
+      handle: async (intent, ctx) => {
+        const missing = missingFields({
+          action_id: intent.actionId,
+          workspace: intent.workspace,
+          profile_id: intent.profileId,
+          channel: intent.channel,
+        });
+        if (missing.length > 0) throw new PermanentError(`intent without ${missing.join(", ")}`);
+        ctx.span.setAttributes({
+          "kairos.suppression.action_id": intent.actionId,
+          "kairos.suppression.channel": intent.channel,
+        });
         await lock.run(`${intent.workspace}|${intent.profileId}`, () => handleIntent(intent));
       },
     });
 
-    const requireFields = (fields: Record<string, string>) => {
-      const missing = Object.entries(fields)
-        .filter(([, v]) => v === "")
-        .map(([k]) => k);
-      if (missing.length > 0)
+    const validate = (req: { workspace: string; profileId: string; channel: string }) => {
+      const missing = missingFields({
+        workspace: req.workspace,
+        profile_id: req.profileId,
+        channel: req.channel,
+      });
+      if (missing.length > 0) {
         throw new GrpcError(grpc.status.INVALID_ARGUMENT, `required: ${missing.join(", ")}`);
+      }
+      if (!channels.has(req.channel)) {
+        throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel ${JSON.stringify(req.channel)}`);
+      }
     };
     const grpcServer = await runtime.serveGrpc(cfg.GRPC_HOST, cfg.GRPC_PORT, [
       implement(SuppressionService, {
         check: async (req) => {
-          requireFields({ workspace: req.workspace, profile_id: req.profileId, channel: req.channel });
-          if (!channels.has(req.channel))
-            throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel ${JSON.stringify(req.channel)}`);
-          const v = await judge(
-            {
-              workspace: req.workspace,
-              profileId: req.profileId,
-              channel: req.channel,
-              purpose: req.purpose,
-              actionId: "",
-            },
-            false,
-          );
-          return v.kind === "dispatch"
+          validate(req);
+          const { verdict } = await judge({ ...req, actionId: "", notAfter: undefined }, false);
+          return verdict.kind === "dispatch"
             ? { decision: Decision.ALLOW, reason: "" }
-            : { decision: Decision.SUPPRESS, reason: v.reason };
+            : { decision: Decision.SUPPRESS, reason: verdict.reason };
         },
         setConsent: async (req) => {
-          requireFields({ workspace: req.workspace, profile_id: req.profileId, channel: req.channel });
-          if (!channels.has(req.channel))
-            throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel ${JSON.stringify(req.channel)}`);
+          validate(req);
           const recordedAtMs = clock();
           await stores.setConsent(req.workspace, req.profileId, req.channel, req.purpose, {
             granted: req.granted,
             source: req.source,
             recordedAtMs,
           });
+          runtime.logger.info(
+            {
+              workspace: req.workspace,
+              profileId: req.profileId,
+              channel: req.channel,
+              granted: req.granted,
+            },
+            "consent recorded",
+          );
           return { recordedAt: timestampFromMs(recordedAtMs) };
         },
       }),
     ]);
     runtime.markReady();
-    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
+    return {
+      runtime,
+      grpcAddress: grpcServer.address,
+      stop: async () => {
+        await runtime.shutdown();
+      },
+    };
   } catch (e) {
     await runtime.shutdown("failed to start");
     throw e;
   }
+}
+
+/** The names of the fields that are empty. */
+function missingFields(fields: Record<string, string>): string[] {
+  return Object.entries(fields)
+    .filter(([, v]) => v === "")
+    .map(([k]) => k);
 }

@@ -5,36 +5,42 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV } from "@nats-io/kv";
+import type { ConsentRecord } from "./decide.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 
+/** The cap ledger changed since it was read: read it again and re-decide. */
 export class WriteConflict extends Error {}
 
-export interface ConsentRecord {
+/** A consent record as stored (its purpose is in the key). */
+export interface StoredConsent {
   granted: boolean;
   source: string;
   recordedAtMs: number;
 }
 
-/** Consent for every purpose is stored under this purpose token. */
-export const ALL_PURPOSES = "_all";
-
 function isConflict(e: unknown): boolean {
   return e instanceof Error && /wrong last sequence|key exists/i.test(e.message);
 }
 
-/** KV keys allow `[-/_=.a-zA-Z0-9]`; tokens with anything else are hex-encoded. */
-function token(s: string): string {
-  return /^[-_=a-zA-Z0-9]+$/.test(s) ? s : `x${Buffer.from(s).toString("hex")}`;
+/**
+ * One key token. KV keys allow `[-/_=.a-zA-Z0-9]` and `.` separates tokens, so
+ * anything else (an empty string, `@`, `.`) is `=` + base64url: a plain token
+ * never starts with `=`, so the two forms cannot collide.
+ */
+export function keyToken(s: string): string {
+  return /^[-_a-zA-Z0-9][-_=a-zA-Z0-9]*$/.test(s) ? s : `=${Buffer.from(s).toString("base64url")}`;
 }
 
+/** Suppression's KV buckets: `consent` and `frequency-caps`. */
 export class SuppressionStores {
   private constructor(
     private readonly consent: KV,
     private readonly caps: KV,
   ) {}
 
+  /** Opens (creating when absent) both buckets. */
   static async open(nc: NatsConnection, replicas = 1): Promise<SuppressionStores> {
     const kvm = new Kvm(nc);
     return new SuppressionStores(
@@ -45,39 +51,47 @@ export class SuppressionStores {
   }
 
   private consentKey(ws: string, profileId: string, channel: string, purpose: string): string {
-    return `${token(ws)}.${token(profileId)}.${token(channel)}.${token(purpose === "" ? ALL_PURPOSES : purpose)}`;
+    // The empty purpose (every purpose) encodes as `=`.
+    return [ws, profileId, channel, purpose].map(keyToken).join(".");
   }
 
+  /** Records the customer's latest word for the channel and purpose (`""` = every purpose). */
   async setConsent(
     ws: string,
     profileId: string,
     channel: string,
     purpose: string,
-    r: ConsentRecord,
+    r: StoredConsent,
   ): Promise<void> {
     await this.consent.put(this.consentKey(ws, profileId, channel, purpose), enc.encode(JSON.stringify(r)));
   }
 
-  /** True when consent for the channel was withdrawn for this purpose or for every purpose. */
-  async consentWithdrawn(ws: string, profileId: string, channel: string, purpose: string): Promise<boolean> {
-    const keys = [
-      this.consentKey(ws, profileId, channel, purpose),
-      this.consentKey(ws, profileId, channel, ""),
-    ];
-    const entries = await Promise.all(keys.map((k) => this.consent.get(k)));
-    // The purpose-specific record wins over the all-purposes one.
-    for (const e of entries) {
-      if (e !== null && e.operation === "PUT" && e.value.length > 0) {
-        return !(JSON.parse(dec.decode(e.value)) as ConsentRecord).granted;
-      }
-    }
-    return false;
+  /** The profile's consent records for the channel that bear on `purpose`: its own and the all-purposes one. */
+  async consentFor(
+    ws: string,
+    profileId: string,
+    channel: string,
+    purpose: string,
+  ): Promise<ConsentRecord[]> {
+    const purposes = purpose === "" ? [""] : [purpose, ""];
+    const entries = await Promise.all(
+      purposes.map((p) => this.consent.get(this.consentKey(ws, profileId, channel, p))),
+    );
+    const out: ConsentRecord[] = [];
+    entries.forEach((e, i) => {
+      if (e === null || e.operation !== "PUT" || e.value.length === 0) return;
+      const r = JSON.parse(dec.decode(e.value)) as StoredConsent;
+      out.push({ purpose: purposes[i] ?? "", granted: r.granted, source: r.source });
+    });
+    return out;
   }
 
+  /** The key of one profile's ledger for a channel and local day. */
   capKey(ws: string, channel: string, profileId: string, day: string): string {
-    return `${token(ws)}.${token(channel)}.${token(profileId)}.${day}`;
+    return [ws, channel, profileId, day].map(keyToken).join(".");
   }
 
+  /** The action ids counted in a ledger, and the revision to update it from (0: no ledger yet). */
   async counted(key: string): Promise<{ ids: string[]; revision: number }> {
     const e = await this.caps.get(key);
     if (e === null || e.operation !== "PUT" || e.value.length === 0) return { ids: [], revision: 0 };
@@ -96,6 +110,7 @@ export class SuppressionStores {
     }
   }
 
+  /** Readiness: the store answers. */
   async ping(): Promise<boolean> {
     await this.caps.status();
     return true;

@@ -1,10 +1,16 @@
-/** Suppression against a real nats-server and the real identity service for profiles. */
+/**
+ * Suppression against a real nats-server, with profiles served over real gRPC
+ * loopback by a small in-test `ProfileService` (identity is its own package).
+ */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { writeFileSync, mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import { trace } from "@opentelemetry/api";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { Kvm } from "@nats-io/kv";
 import {
   create,
   fromBinary,
@@ -13,28 +19,33 @@ import {
   type JsonObject,
   type MessageShape,
 } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
+  DeadLetterSchema,
   Decision,
   DispatchSchema,
-  EventSchema,
-  EventType,
   IntentSchema,
   OutcomeSchema,
   OutcomeStatus,
+  ProfileSchema,
+  ProfileService,
   SuppressionService,
+  type Profile,
 } from "@kairos/contracts";
-import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
-import { NatsServer, sleep, waitFor } from "@kairos/testkit";
-import * as identity from "@kairos/identity";
+import {
+  createGrpcClient,
+  createLogger,
+  GrpcError,
+  implement,
+  loadConfig,
+  Metrics,
+  startGrpcServer,
+  subjects,
+  type GrpcServer,
+} from "@kairos/kit";
+import { NatsServer, waitFor } from "@kairos/testkit";
+import { localDay } from "./decide.js";
 import { configSpec, startSuppression, type SuppressionHandle } from "./service.js";
-
-let server: NatsServer;
-let nc: NatsConnection;
-let jsm: JetStreamManager;
-let svc: SuppressionHandle;
-let idSvc: identity.IdentityHandle;
-const profileOf = new Map<string, string>();
 
 const config = `
 workspaces:
@@ -48,163 +59,299 @@ channels:
     webhook: { url: "http://127.0.0.1:1/email" }
 `;
 
+/** The fixed profiles of the in-test identity, by profile id. */
+const profiles = new Map<string, Profile>(
+  (
+    [
+      ["p_ok", { plan: "gold", first_name: "Ada" }],
+      ["p_out", { opt_out: ["email"] }],
+      ["p_all", { opt_out: "all" }],
+      ["p_capped", {}],
+      ["p_dup", {}],
+      ["p_consent", {}],
+      ["p_flaky", {}],
+      ["p_crash", { timezone: "Pacific/Kiritimati" }],
+    ] as [string, JsonObject][]
+  ).map(([id, traits]) => [
+    id,
+    create(ProfileSchema, {
+      workspace: "ws",
+      profileId: id,
+      version: 1n,
+      identifiers: [
+        { type: "user_id", value: `u-${id}` },
+        { type: "email", value: `${id}@example.com` },
+      ],
+      traits,
+    }),
+  ]),
+);
+/** Lookups of these profile ids fail with UNAVAILABLE this many more times. */
+const unavailable = new Map<string, number>([["p_flaky", 2]]);
+const lookups = new Map<string, number>();
+
+let server: NatsServer;
+let identity: GrpcServer;
+let svc: SuppressionHandle;
+let nc: NatsConnection;
+let jsm: JetStreamManager;
+let dir: string;
+
 beforeAll(async () => {
   server = await NatsServer.start();
-  const dir = mkdtempSync(join(tmpdir(), "kairos-suppression-"));
+  identity = await startGrpcServer({
+    service: "fake-identity",
+    host: "127.0.0.1",
+    port: 0,
+    tracer: trace.getTracer("fake-identity"),
+    metrics: new Metrics("fake-identity"),
+    logger: createLogger({ service: "fake-identity", level: "silent" }),
+    registrations: [
+      implement(ProfileService, {
+        getProfile: (req) => {
+          const id = req.identifier?.value ?? "";
+          lookups.set(id, (lookups.get(id) ?? 0) + 1);
+          const failures = unavailable.get(id) ?? 0;
+          if (failures > 0) {
+            unavailable.set(id, failures - 1);
+            throw new GrpcError(grpc.status.UNAVAILABLE, "identity is restarting");
+          }
+          const profile = req.identifier?.type === "profile_id" ? profiles.get(id) : undefined;
+          if (profile === undefined || profile.workspace !== req.workspace) {
+            throw new GrpcError(grpc.status.NOT_FOUND, "no such profile");
+          }
+          return { profile };
+        },
+        batchGetProfiles: () => ({}),
+        deleteProfile: () => {
+          throw new GrpcError(grpc.status.UNIMPLEMENTED, "not in this test");
+        },
+      }),
+    ],
+  });
+  identity.setServing();
+  dir = mkdtempSync(join(tmpdir(), "kairos-suppression-"));
   writeFileSync(join(dir, "mesh.yaml"), config);
-  const base = { NATS_URL: server.url, GRPC_PORT: "0", OPS_PORT: "0", LOG_LEVEL: "silent" };
-  idSvc = await identity.startIdentity(loadConfig(identity.configSpec, base));
   svc = await startSuppression(
     loadConfig(configSpec, {
-      ...base,
+      NATS_URL: server.url,
+      GRPC_PORT: "0",
+      OPS_PORT: "0",
+      LOG_LEVEL: "silent",
       KAIROS_CONFIG: join(dir, "mesh.yaml"),
-      IDENTITY_GRPC_ADDR: idSvc.grpcAddress,
+      IDENTITY_GRPC_ADDR: identity.address,
     }),
   );
   nc = await connect({ servers: server.url });
   jsm = await jetstreamManager(nc);
-  // Profiles, made by identity from real events.
-  for (const [userId, traits] of [
-    ["ok", {}],
-    ["out", { opt_out: ["email"] }],
-    ["capped", {}],
-    ["dup", {}],
-    ["consent", {}],
-  ] as [string, JsonObject][]) {
-    const e = create(EventSchema, {
-      messageId: `e-${userId}`,
-      workspace: "ws",
-      type: EventType.IDENTIFY,
-      userId,
-      traits,
-      receivedAt: timestampFromMs(Date.now()),
-    });
-    await jetstream(nc).publish(subjects.events("ws", 0), toBinary(EventSchema, e), {
-      msgID: `ws:${e.messageId}`,
-    });
-  }
-  const client = createGrpcClient((await import("@kairos/contracts")).ProfileService, idSvc.grpcAddress);
-  for (const userId of ["ok", "out", "capped", "dup", "consent"]) {
-    const p = await waitFor(() =>
-      client
-        .getProfile({ workspace: "ws", identifier: { type: "user_id", value: userId } })
-        .then((r) => r.profile),
-    );
-    profileOf.set(userId, p.profileId);
-  }
-  client.close();
 });
 
 afterAll(async () => {
   await svc?.stop();
-  await idSvc?.stop();
+  await identity?.shutdown(1000);
   await nc?.close();
   await server?.[Symbol.asyncDispose]();
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
 });
 
-async function all<D extends DescMessage>(stream: string, schema: D): Promise<MessageShape<D>[]> {
+/** Every message of a stream, decoded, with its Nats-Msg-Id. */
+async function all<D extends DescMessage>(
+  stream: string,
+  schema: D,
+): Promise<{ msg: MessageShape<D>; msgID: string | undefined }[]> {
   const info = await jsm.streams.info(stream);
-  const out: MessageShape<D>[] = [];
-  for (let seq = info.state.first_seq; seq <= info.state.last_seq && info.state.messages > 0; seq++) {
+  const out: { msg: MessageShape<D>; msgID: string | undefined }[] = [];
+  if (info.state.messages === 0) return out;
+  for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
     const m = await jsm.streams.getMessage(stream, { seq }).catch(() => null);
-    if (m !== null) out.push(fromBinary(schema, m.data));
+    if (m !== null) out.push({ msg: fromBinary(schema, m.data), msgID: m.header?.get("Nats-Msg-Id") });
   }
   return out;
 }
 
-async function intent(user: string, actionId: string, over: { notAfterMs?: number; msgID?: string } = {}) {
+const dispatched = async (actionId: string) =>
+  (await all("DISPATCH", DispatchSchema)).filter((d) => d.msg.intent?.actionId === actionId);
+
+const outcome = (actionId: string) =>
+  waitFor(async () => (await all("OUTCOMES", OutcomeSchema)).find((o) => o.msg.actionId === actionId), {
+    what: `the outcome of ${actionId}`,
+  });
+
+const dispatchOf = (actionId: string) =>
+  waitFor(
+    async () => {
+      const d = await dispatched(actionId);
+      return d.length > 0 ? d : undefined;
+    },
+    { what: `the dispatch of ${actionId}` },
+  );
+
+async function publishIntent(
+  profileId: string,
+  actionId: string,
+  over: { notAfterMs?: number; msgID?: string; channel?: string } = {},
+) {
   const now = Date.now();
   const i = create(IntentSchema, {
     actionId,
     workspace: "ws",
-    profileId: profileOf.get(user)!,
-    channel: "email",
-    journey: "j",
+    profileId,
+    channel: over.channel ?? "email",
+    journey: "welcome",
     purpose: "marketing",
+    payload: { template: "welcome" },
     notBefore: timestampFromMs(now),
     intendedAt: timestampFromMs(now),
     eventReceivedAt: timestampFromMs(now - 5),
+    cancelKeys: [`journey:welcome:${profileId}`],
     ...(over.notAfterMs === undefined ? {} : { notAfter: timestampFromMs(over.notAfterMs) }),
   });
-  await jetstream(nc).publish(subjects.intents("ws", "email"), toBinary(IntentSchema, i), {
+  await jetstream(nc).publish(subjects.intents("ws", i.channel), toBinary(IntentSchema, i), {
     msgID: over.msgID ?? actionId,
   });
 }
 
-const dispatched = async (actionId: string) =>
-  (await all("DISPATCH", DispatchSchema)).filter((d) => d.intent?.actionId === actionId);
-const outcome = (actionId: string) =>
-  waitFor(async () => (await all("OUTCOMES", OutcomeSchema)).find((o) => o.actionId === actionId));
-
 describe("suppression", () => {
-  it("dispatches an allowed intent with the profile's identifiers and traits", async () => {
-    await intent("ok", "act_ok");
-    const [d] = await waitFor(async () => {
-      const x = await dispatched("act_ok");
-      return x.length > 0 ? x : undefined;
-    });
-    expect(d?.destinations).toEqual([{ $typeName: "kairos.v1.Identifier", type: "user_id", value: "ok" }]);
-    expect(d?.dueAt).toEqual(d?.intent?.eventReceivedAt);
+  it("dispatches an allowed intent with the profile's identifiers and traits, due when the event arrived", async () => {
+    await publishIntent("p_ok", "act_ok");
+    const [d] = await dispatchOf("act_ok");
+    expect(d?.msgID).toBe("act_ok");
+    expect(d?.msg.decision).toBe("allow");
+    expect(d?.msg.destinations.map((x) => [x.type, x.value])).toEqual([
+      ["user_id", "u-p_ok"],
+      ["email", "p_ok@example.com"],
+    ]);
+    expect(d?.msg.profileTraits).toEqual({ plan: "gold", first_name: "Ada" });
+    expect(d?.msg.intent?.payload).toEqual({ template: "welcome" });
+    expect(d?.msg.dueAt).toEqual(d?.msg.intent?.eventReceivedAt);
+    expect(timestampMs(d!.msg.decidedAt!)).toBeGreaterThanOrEqual(timestampMs(d!.msg.intent!.intendedAt!));
   });
 
-  it("suppresses an opted-out profile, naming the reason", async () => {
-    await intent("out", "act_out");
-    expect(await outcome("act_out")).toMatchObject({ status: OutcomeStatus.SUPPRESSED, reason: "opted_out" });
-    expect(await dispatched("act_out")).toEqual([]);
+  it.each([
+    ["p_out", "act_out"],
+    ["p_all", "act_all"],
+  ])("suppresses opted-out %s with reason opted_out and hop times", async (profileId, actionId) => {
+    await publishIntent(profileId, actionId);
+    const o = await outcome(actionId);
+    expect(o.msgID).toBe(`${actionId}:SUPPRESSED`);
+    expect(o.msg).toMatchObject({
+      status: OutcomeStatus.SUPPRESSED,
+      reason: "opted_out",
+      profileId,
+      channel: "email",
+      journey: "welcome",
+    });
+    expect(o.msg.times?.eventReceivedAt).toBeDefined();
+    expect(o.msg.times?.intendedAt).toBeDefined();
+    expect(o.msg.times?.decidedAt).toBeDefined();
+    expect(await dispatched(actionId)).toEqual([]);
   });
 
   it("expires an intent past its deadline", async () => {
-    await intent("ok", "act_late", { notAfterMs: Date.now() - 1000 });
-    expect(await outcome("act_late")).toMatchObject({ status: OutcomeStatus.EXPIRED, reason: "expired" });
+    await publishIntent("p_ok", "act_late", { notAfterMs: Date.now() - 1000 });
+    const o = await outcome("act_late");
+    expect(o.msgID).toBe("act_late:EXPIRED");
+    expect(o.msg).toMatchObject({ status: OutcomeStatus.EXPIRED, reason: "expired" });
+    expect(await dispatched("act_late")).toEqual([]);
   });
 
-  it("holds the daily cap: the third action of the day is suppressed", async () => {
-    for (const id of ["act_c1", "act_c2", "act_c3"]) await intent("capped", id);
-    expect(await outcome("act_c3")).toMatchObject({ status: OutcomeStatus.SUPPRESSED, reason: "daily_cap" });
+  it("suppresses an intent for a profile identity does not know", async () => {
+    await publishIntent("p_nobody", "act_nobody");
+    expect((await outcome("act_nobody")).msg).toMatchObject({
+      status: OutcomeStatus.SUPPRESSED,
+      reason: "unknown_profile",
+    });
+  });
+
+  it("holds the daily cap of 2: the third action of the day is suppressed", async () => {
+    for (const id of ["act_c1", "act_c2", "act_c3"]) await publishIntent("p_capped", id);
+    expect((await outcome("act_c3")).msg).toMatchObject({
+      status: OutcomeStatus.SUPPRESSED,
+      reason: "daily_cap",
+    });
     expect(await dispatched("act_c1")).toHaveLength(1);
     expect(await dispatched("act_c2")).toHaveLength(1);
+    expect(await dispatched("act_c3")).toEqual([]);
   });
 
-  it("counts a replayed intent once and dispatches it once", async () => {
-    await intent("dup", "act_d1");
-    await waitFor(async () => (await dispatched("act_d1")).length === 1);
-    await intent("dup", "act_d1", { msgID: "replay-act_d1" });
-    await intent("dup", "act_d2");
-    await waitFor(async () => (await dispatched("act_d2")).length === 1);
-    await sleep(100);
+  it("dispatches a redelivered intent once and counts it once", async () => {
+    await publishIntent("p_dup", "act_d1");
+    await dispatchOf("act_d1");
+    // The same intent again, past JetStream's dedupe (as after a crash before the ack).
+    await publishIntent("p_dup", "act_d1", { msgID: "replay-act_d1" });
+    // One profile's intents are handled in order: once act_d2 is out, the replay was handled.
+    await publishIntent("p_dup", "act_d2");
+    await dispatchOf("act_d2");
     expect(await dispatched("act_d1")).toHaveLength(1);
+    const caps = await new Kvm(nc).open("frequency-caps");
+    const ledger = await caps.get(`ws.email.p_dup.${localDay(Date.now(), "Europe/London")}`);
+    expect(ledger?.json<string[]>()).toEqual(["act_d1", "act_d2"]);
     // Two slots used, not three: a third distinct action is over the cap.
-    await intent("dup", "act_d3");
-    expect(await outcome("act_d3")).toMatchObject({ reason: "daily_cap" });
+    await publishIntent("p_dup", "act_d3");
+    expect((await outcome("act_d3")).msg).toMatchObject({ reason: "daily_cap" });
+  });
+
+  it("dispatches an intent counted before a crash on its slot, in the profile's time zone", async () => {
+    // As if a previous run had counted act_crash and died before publishing the dispatch.
+    const caps = await new Kvm(nc).open("frequency-caps");
+    const key = `ws.email.p_crash.${localDay(Date.now(), "Pacific/Kiritimati")}`;
+    await caps.put(key, JSON.stringify(["act_crash", "act_other"]));
+    await publishIntent("p_crash", "act_crash");
+    await dispatchOf("act_crash");
+    expect((await caps.get(key))?.json<string[]>()).toEqual(["act_crash", "act_other"]);
+    await publishIntent("p_crash", "act_new");
+    expect((await outcome("act_new")).msg).toMatchObject({ reason: "daily_cap" });
+  });
+
+  it("retries while identity is unavailable, then dispatches", async () => {
+    await publishIntent("p_flaky", "act_flaky");
+    await dispatchOf("act_flaky");
+    expect(lookups.get("p_flaky")).toBeGreaterThanOrEqual(3);
+    expect(await dispatched("act_flaky")).toHaveLength(1);
   });
 
   it("honours consent withdrawn through SetConsent, and Check agrees", async () => {
     const client = createGrpcClient(SuppressionService, svc.grpcAddress);
     try {
-      const profileId = profileOf.get("consent")!;
-      expect(
-        (await client.check({ workspace: "ws", profileId, channel: "email", purpose: "marketing" })).decision,
-      ).toBe(Decision.ALLOW);
-      await client.setConsent({
-        workspace: "ws",
-        profileId,
-        channel: "email",
-        granted: false,
-        source: "test",
+      const q = { workspace: "ws", profileId: "p_consent", channel: "email", purpose: "marketing" };
+      expect(await client.check(q)).toMatchObject({ decision: Decision.ALLOW, reason: "" });
+      const res = await client.setConsent({ ...q, purpose: "", granted: false, source: "preference-centre" });
+      expect(res.recordedAt).toBeDefined();
+      expect(await client.check(q)).toMatchObject({ decision: Decision.SUPPRESS, reason: "opted_out" });
+
+      await publishIntent("p_consent", "act_consent");
+      const o = await outcome("act_consent");
+      expect(o.msg).toMatchObject({ status: OutcomeStatus.SUPPRESSED, reason: "opted_out" });
+      expect(o.msg.detail).toContain("consent withdrawn");
+      expect(await dispatched("act_consent")).toEqual([]);
+
+      // Granting marketing again wins over the all-purposes withdrawal.
+      await client.setConsent({ ...q, granted: true, source: "preference-centre" });
+      expect(await client.check(q)).toMatchObject({ decision: Decision.ALLOW });
+
+      // Check agrees with the pipeline on opt-outs and caps too, without taking a slot.
+      expect(await client.check({ ...q, profileId: "p_out" })).toMatchObject({ reason: "opted_out" });
+      expect(await client.check({ ...q, profileId: "p_capped" })).toMatchObject({ reason: "daily_cap" });
+      expect(await client.check({ ...q, profileId: "p_nobody" })).toMatchObject({
+        reason: "unknown_profile",
       });
-      expect(
-        await client.check({ workspace: "ws", profileId, channel: "email", purpose: "marketing" }),
-      ).toMatchObject({
-        decision: Decision.SUPPRESS,
-        reason: "consent_withdrawn",
-      });
-      await intent("consent", "act_consent");
-      expect(await outcome("act_consent")).toMatchObject({ reason: "consent_withdrawn" });
-      await expect(
-        client.check({ workspace: "ws", profileId, channel: "pigeon", purpose: "" }),
-      ).rejects.toThrow(/unknown channel/);
+      await expect(client.check({ ...q, channel: "pigeon" })).rejects.toThrow(/unknown channel/);
+      await expect(client.setConsent({ ...q, profileId: "" })).rejects.toThrow(/profile_id/);
     } finally {
       client.close();
     }
+  });
+
+  it("dead-letters an intent for a channel that is not configured", async () => {
+    await publishIntent("p_ok", "act_pigeon", { channel: "pigeon" });
+    const dl = await waitFor(
+      async () =>
+        (await all("DLQ", DeadLetterSchema)).find(
+          (x) => fromBinary(IntentSchema, x.msg.data).actionId === "act_pigeon",
+        ),
+      { what: "the dead letter" },
+    );
+    expect(dl.msg).toMatchObject({ service: "suppression", reason: "permanent" });
+    expect(dl.msg.error).toContain("unknown channel");
   });
 });

@@ -1,0 +1,70 @@
+/**
+ * How fast identity alone drains EVENTS: a nats-server, identity as a child
+ * process, N events of C customers pre-published, then the time until every
+ * one has its ProfileChanged. Prints `IDENTITY_DRAIN {json}`.
+ *
+ *   pnpm exec tsx bench/identity-drain.ts   (BENCH_EVENTS=20000 BENCH_CUSTOMERS=4000)
+ */
+import { performance } from "node:perf_hooks";
+import { fileURLToPath } from "node:url";
+import { connect } from "@nats-io/transport-node";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { EventSchema, EventType } from "@kairos/contracts";
+import { ensureStreams, partitionOf, subjects } from "@kairos/kit";
+import { Mesh, NatsServer, sleep } from "@kairos/testkit";
+import { peakRssMiB } from "./stats.js";
+
+const N = Number(process.env.BENCH_EVENTS ?? 20_000);
+const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 4_000);
+
+const nats = await NatsServer.start();
+try {
+  const nc = await connect({ servers: nats.url });
+  const jsm = await jetstreamManager(nc);
+  await ensureStreams(jsm);
+  const js = jetstream(nc);
+  const pending: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) {
+    const userId = `u-${i % CUSTOMERS}`;
+    const e = create(EventSchema, {
+      messageId: `m-${i}`,
+      workspace: "bench",
+      type: i < CUSTOMERS ? EventType.IDENTIFY : EventType.TRACK,
+      name: "Viewed",
+      userId,
+      traits: i < CUSTOMERS ? { email: `${userId}@example.org`, plan: "basic" } : {},
+      properties: { i },
+      receivedAt: timestampFromMs(Date.now()),
+    });
+    pending.push(
+      js.publish(subjects.events("bench", partitionOf(userId, 16)), toBinary(EventSchema, e), {
+        msgID: `bench:${e.messageId}`,
+      }),
+    );
+    if (pending.length >= 512) await Promise.all(pending.splice(0));
+  }
+  await Promise.all(pending);
+  const config = fileURLToPath(new URL("mesh.yaml", import.meta.url));
+  const t0 = performance.now();
+  const mesh = await Mesh.start({
+    natsUrl: nats.url,
+    config,
+    webhookUrl: "http://127.0.0.1:1/",
+    services: ["identity"],
+  });
+  let done = 0;
+  while (done < N) {
+    await sleep(100);
+    done = (await jsm.streams.info("PROFILES")).state.messages;
+  }
+  const s = (performance.now() - t0) / 1000;
+  console.log(
+    `IDENTITY_DRAIN ${JSON.stringify({ events: N, customers: CUSTOMERS, seconds: Math.round(s * 10) / 10, events_per_s: Math.round(N / s), identity_peak_rss_mib: await peakRssMiB(mesh.pid("identity")) })}`,
+  );
+  await mesh.stop();
+  await nc.close();
+} finally {
+  await nats[Symbol.asyncDispose]();
+}
