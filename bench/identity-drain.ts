@@ -13,11 +13,12 @@ import { create, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType } from "@kairos/contracts";
 import { ensureStreams, partitionOf, subjects } from "@kairos/kit";
-import { Mesh, NatsServer, sleep } from "@kairos/testkit";
+import { Mesh, NatsServer, sleep, type MeshService } from "@kairos/testkit";
 import { peakRssMiB } from "./stats.js";
 
 const N = Number(process.env.BENCH_EVENTS ?? 20_000);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 4_000);
+const ADJACENT = process.env.BENCH_ORDER !== "interleaved";
 
 const nats = await NatsServer.start();
 try {
@@ -27,14 +28,17 @@ try {
   const js = jetstream(nc);
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < N; i++) {
-    const userId = `u-${i % CUSTOMERS}`;
+    // Adjacent (a customer's events arrive together, as from an SDK batch) or interleaved.
+    const customer = ADJACENT ? Math.floor((i * CUSTOMERS) / N) : i % CUSTOMERS;
+    const first = ADJACENT ? i === Math.ceil((customer * N) / CUSTOMERS) : i < CUSTOMERS;
+    const userId = `u-${customer}`;
     const e = create(EventSchema, {
       messageId: `m-${i}`,
       workspace: "bench",
-      type: i < CUSTOMERS ? EventType.IDENTIFY : EventType.TRACK,
+      type: first ? EventType.IDENTIFY : EventType.TRACK,
       name: "Viewed",
       userId,
-      traits: i < CUSTOMERS ? { email: `${userId}@example.org`, plan: "basic" } : {},
+      traits: first ? { email: `${userId}@example.org`, plan: "basic" } : {},
       properties: { i },
       receivedAt: timestampFromMs(Date.now()),
     });
@@ -49,10 +53,11 @@ try {
   const config = fileURLToPath(new URL("mesh.yaml", import.meta.url));
   const t0 = performance.now();
   const mesh = await Mesh.start({
+    ...(process.env.CONCURRENCY === undefined ? {} : { env: { CONCURRENCY: process.env.CONCURRENCY } }),
     natsUrl: nats.url,
     config,
     webhookUrl: "http://127.0.0.1:1/",
-    services: ["identity"],
+    services: (process.env.BENCH_SERVICES?.split(",") ?? ["identity"]) as MeshService[],
   });
   let done = 0;
   while (done < N) {

@@ -124,14 +124,14 @@ export async function startSuppression(
     ): Promise<{ verdict: Verdict; profile: Profile | undefined; decidedAtMs: number }> => {
       const channel = channelOf(q.channel);
       const workspaceTz = timeZones.get(q.workspace) ?? "UTC";
-      const [profile, consent] = await Promise.all([
-        profiles.get(q.workspace, q.profileId),
-        stores.consentFor(q.workspace, q.profileId, q.channel, q.purpose),
-      ]);
+      const profile = await profiles.get(q.workspace, q.profileId);
+      // After a merge identity answers with the survivor: its consent and its cap apply.
+      const profileId = profile?.profileId || q.profileId;
+      const consent = await stores.consentFor(q.workspace, profileId, q.channel, q.purpose);
       for (let attempt = 1; ; attempt++) {
         const now = clock();
         const day = capDay(profile, now, workspaceTz);
-        const key = stores.capKey(q.workspace, q.channel, q.profileId, day);
+        const key = stores.capKey(q.workspace, q.channel, profileId, day);
         const ledger =
           channel.dailyCap === undefined || profile === undefined
             ? { ids: [], revision: 0 }

@@ -71,6 +71,7 @@ const profiles = new Map<string, Profile>(
       ["p_consent", {}],
       ["p_flaky", {}],
       ["p_crash", { timezone: "Pacific/Kiritimati" }],
+      ["p_survivor", {}],
     ] as [string, JsonObject][]
   ).map(([id, traits]) => [
     id,
@@ -86,6 +87,8 @@ const profiles = new Map<string, Profile>(
     }),
   ]),
 );
+/** Profiles merged away, answered with their survivor (as identity does). */
+const mergedInto = new Map([["p_merged_away", "p_survivor"]]);
 /** Lookups of these profile ids fail with UNAVAILABLE this many more times. */
 const unavailable = new Map<string, number>([["p_flaky", 2]]);
 const lookups = new Map<string, number>();
@@ -116,7 +119,8 @@ beforeAll(async () => {
             unavailable.set(id, failures - 1);
             throw new GrpcError(grpc.status.UNAVAILABLE, "identity is restarting");
           }
-          const profile = req.identifier?.type === "profile_id" ? profiles.get(id) : undefined;
+          const profile =
+            req.identifier?.type === "profile_id" ? profiles.get(mergedInto.get(id) ?? id) : undefined;
           if (profile === undefined || profile.workspace !== req.workspace) {
             throw new GrpcError(grpc.status.NOT_FOUND, "no such profile");
           }
@@ -340,6 +344,26 @@ describe("suppression", () => {
     } finally {
       client.close();
     }
+  });
+
+  it("applies the survivor's consent to an intent for a profile merged away", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    try {
+      await client.setConsent({
+        workspace: "ws",
+        profileId: "p_survivor",
+        channel: "email",
+        granted: false,
+        source: "support",
+      });
+    } finally {
+      client.close();
+    }
+    await publishIntent("p_merged_away", "act_merged");
+    expect((await outcome("act_merged")).msg).toMatchObject({
+      reason: "opted_out",
+      detail: "consent withdrawn (support)",
+    });
   });
 
   it("dead-letters an intent for a channel that is not configured", async () => {
