@@ -199,7 +199,8 @@ async function main() {
     for (const s of ["EVENTS", "PROFILES", "SEGMENTS", "INTENTS", "DISPATCH", "OUTCOMES", "DLQ"]) {
       try {
         const info = await jsm.streams.info(s);
-        out.push(`${s.toLowerCase()} ${info.state.messages}`);
+        // DISPATCH is a work queue: what it holds is what dispatchers have not yet settled.
+        out.push(`${s.toLowerCase()}${s === "DISPATCH" ? " pending" : ""} ${info.state.messages}`);
       } catch {
         out.push(`${s.toLowerCase()} -`);
       }
