@@ -5,9 +5,22 @@
  */
 import { fileURLToPath } from "node:url";
 import { join } from "node:path";
+import { connect } from "node:net";
 import { freePort } from "./free-port.js";
 import { startChild, type Child } from "./child-process.js";
 import { waitFor } from "./wait.js";
+
+/** True when something accepts TCP connections on 127.0.0.1:port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
 
 export const repoRoot = fileURLToPath(new URL("../../../", import.meta.url));
 
@@ -41,6 +54,7 @@ export interface ServicePorts {
 
 export class Mesh implements AsyncDisposable {
   readonly children = new Map<MeshService, Child>();
+  private readonly stopping = new Set<Child>();
 
   private constructor(
     private readonly opts: MeshOptions,
@@ -110,13 +124,23 @@ export class Mesh implements AsyncDisposable {
       },
     });
     this.children.set(s, child);
+    // A service that dies on its own is reported with its last words, not discovered later.
+    void child.exited.then(({ code, signal }) => {
+      if (this.stopping.has(child)) return;
+      process.stderr.write(
+        `mesh: ${s} (pid ${child.pid}) exited unexpectedly (code ${code}, signal ${signal}):\n${child.lines.slice(-40).join("\n")}\n`,
+      );
+    });
     await waitFor(
       async () => {
         if (!child.running) {
           throw new Error(`${s} exited before it was ready:\n${child.lines.slice(-30).join("\n")}`);
         }
         const res = await fetch(`${this.opsUrl(s)}/readyz`).catch(() => undefined);
-        return res?.status === 200 ? true : undefined;
+        if (res?.status !== 200) return undefined;
+        // Every listener must take connections before callers are let loose on it.
+        const ports = [p.grpc, p.ops, ...(p.http === undefined ? [] : [p.http])];
+        return (await Promise.all(ports.map(accepts))).every(Boolean) || undefined;
       },
       { timeoutMs: 30_000, intervalMs: 100, what: `${s} ready` },
     );
@@ -125,11 +149,15 @@ export class Mesh implements AsyncDisposable {
 
   /** Kills one service with SIGKILL: no graceful shutdown, in-flight work is abandoned. */
   async kill(s: MeshService): Promise<void> {
-    await this.children.get(s)?.stop("SIGKILL");
+    const child = this.children.get(s);
+    if (child === undefined) return;
+    this.stopping.add(child);
+    await child.stop("SIGKILL");
   }
 
   async stop(signal: NodeJS.Signals = "SIGTERM"): Promise<void> {
     // Downstream of ingestion first is not needed: at-least-once makes any order safe.
+    for (const c of this.children.values()) this.stopping.add(c);
     await Promise.all([...this.children.values()].map((c) => c.stop(signal)));
   }
 
