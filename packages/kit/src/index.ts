@@ -14,3 +14,4 @@ export * from "./lifecycle.js";
 export * from "./runtime.js";
 export * from "./grpc-probe.js";
 export * from "./keyed-lock.js";
+export * from "./service.js";

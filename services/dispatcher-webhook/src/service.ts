@@ -9,7 +9,6 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { context, SpanKind, trace } from "@opentelemetry/api";
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { Kvm } from "@nats-io/kv";
 import { Counter, Gauge, Histogram } from "prom-client";
 import {
@@ -31,7 +30,9 @@ import {
   PermanentError,
   recordSpanError,
   runtimeConfig,
-  ServiceRuntime,
+  startService,
+  type ServiceHandle,
+  type StartOptions,
   subjects,
   type ConfigOf,
   type MessageContext,
@@ -51,17 +52,9 @@ export const configSpec = {
 
 export type DispatcherConfig = ConfigOf<typeof configSpec>;
 
-export interface DispatcherHandle {
-  runtime: ServiceRuntime;
-  grpcAddress: string;
-  stop(): Promise<boolean>;
-}
+export type DispatcherHandle = ServiceHandle;
 
-export interface StartOptions {
-  spanProcessors?: SpanProcessor[];
-  handleSignals?: boolean;
-  clock?: () => number;
-}
+export type { StartOptions };
 
 interface LedgerEntry {
   status: "delivered" | "failed";
@@ -107,18 +100,7 @@ export async function startDispatcherWebhook(
 ): Promise<DispatcherHandle> {
   const clock = opts.clock ?? Date.now;
   const { channel, url, timeoutMs, headers } = channelSettings(cfg);
-  const runtime = await ServiceRuntime.start({
-    service: "dispatcher-webhook",
-    natsUrl: cfg.NATS_URL,
-    natsReplicas: cfg.NATS_REPLICAS,
-    opsHost: cfg.OPS_HOST,
-    opsPort: cfg.OPS_PORT,
-    logLevel: cfg.LOG_LEVEL,
-    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
-    handleSignals: opts.handleSignals ?? false,
-    spanProcessors: opts.spanProcessors ?? [],
-  });
-  try {
+  return startService("dispatcher-webhook", cfg, opts, async (runtime) => {
     const kvm = new Kvm(runtime.nc);
     // What was delivered (or failed for good): a redelivered dispatch is not sent again.
     const ledger = await kvm.create("dispatch-ledger", {
@@ -321,11 +303,7 @@ export async function startDispatcherWebhook(
         },
       }),
     ]);
-    runtime.markReady();
     runtime.logger.info({ channel: channel.name, url }, "dispatching");
-    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
-  } catch (e) {
-    await runtime.shutdown("failed to start");
-    throw e;
-  }
+    return { grpcAddress: grpcServer.address };
+  });
 }

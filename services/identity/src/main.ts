@@ -1,5 +1,4 @@
-import { loadConfigOrExit } from "@kairos/kit";
+import { runMain } from "@kairos/kit";
 import { configSpec, startIdentity } from "./service.js";
 
-const cfg = loadConfigOrExit(configSpec, "identity");
-await startIdentity(cfg, { handleSignals: true });
+await runMain("identity", configSpec, startIdentity);

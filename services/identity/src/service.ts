@@ -6,7 +6,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { Counter } from "prom-client";
 import {
   EventSchema,
@@ -27,7 +26,9 @@ import {
   partitionOf,
   PermanentError,
   runtimeConfig,
-  ServiceRuntime,
+  startService,
+  type ServiceHandle,
+  type StartOptions,
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
@@ -47,17 +48,9 @@ export const configSpec = {
 
 export type IdentityConfig = ConfigOf<typeof configSpec>;
 
-export interface IdentityHandle {
-  runtime: ServiceRuntime;
-  grpcAddress: string;
-  stop(): Promise<boolean>;
-}
+export type IdentityHandle = ServiceHandle;
 
-export interface StartOptions {
-  spanProcessors?: SpanProcessor[];
-  handleSignals?: boolean;
-  clock?: () => number;
-}
+export type { StartOptions };
 
 /** The protobuf view of a stored profile. */
 export function toProfile(p: ProfileRecord): Profile {
@@ -107,18 +100,7 @@ function requireWorkspace(ws: string): string {
 
 export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}): Promise<IdentityHandle> {
   const clock = opts.clock ?? Date.now;
-  const runtime = await ServiceRuntime.start({
-    service: "identity",
-    natsUrl: cfg.NATS_URL,
-    natsReplicas: cfg.NATS_REPLICAS,
-    opsHost: cfg.OPS_HOST,
-    opsPort: cfg.OPS_PORT,
-    logLevel: cfg.LOG_LEVEL,
-    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
-    handleSignals: opts.handleSignals ?? false,
-    spanProcessors: opts.spanProcessors ?? [],
-  });
-  try {
+  return startService("identity", cfg, opts, async (runtime) => {
     const store = await KvProfileStore.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
     // The resolve path reads through a write-through cache; lookups over gRPC read the store.
@@ -260,10 +242,6 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         },
       }),
     ]);
-    runtime.markReady();
-    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
-  } catch (e) {
-    await runtime.shutdown("failed to start");
-    throw e;
-  }
+    return { grpcAddress: grpcServer.address };
+  });
 }

@@ -5,10 +5,18 @@
  */
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { IngestService, type Event } from "@kairos/contracts";
 import { loadMeshConfig, writeKeyIndex } from "@kairos/mesh-config";
-import { env, GrpcError, implement, runtimeConfig, ServiceRuntime, type ConfigOf } from "@kairos/kit";
+import {
+  env,
+  GrpcError,
+  implement,
+  runtimeConfig,
+  startService,
+  type ConfigOf,
+  type ServiceHandle,
+  type StartOptions,
+} from "@kairos/kit";
 import { sortProtoEvents, type Source } from "./batch.js";
 import { Ingestor, NotDurable, type Rejected } from "./ingestor.js";
 import { startHttpApi } from "./http-api.js";
@@ -25,17 +33,9 @@ export const configSpec = {
 
 export type IngestionConfig = ConfigOf<typeof configSpec>;
 
-export interface IngestionHandle {
-  runtime: ServiceRuntime;
-  grpcAddress: string;
-  httpUrl: string;
-  stop(): Promise<boolean>;
-}
+export type IngestionHandle = ServiceHandle & { httpUrl: string };
 
-export interface StartOptions {
-  spanProcessors?: SpanProcessor[];
-  handleSignals?: boolean;
-}
+export type { StartOptions };
 
 function sourceFor(keys: ReadonlyMap<string, Source>, writeKey: string): Source {
   if (writeKey === "") throw new GrpcError(grpc.status.UNAUTHENTICATED, "write_key is required");
@@ -60,18 +60,7 @@ export async function startIngestion(
 ): Promise<IngestionHandle> {
   const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
   const writeKeys = writeKeyIndex(mesh);
-  const runtime = await ServiceRuntime.start({
-    service: "ingestion",
-    natsUrl: cfg.NATS_URL,
-    natsReplicas: cfg.NATS_REPLICAS,
-    opsHost: cfg.OPS_HOST,
-    opsPort: cfg.OPS_PORT,
-    logLevel: cfg.LOG_LEVEL,
-    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
-    handleSignals: opts.handleSignals ?? false,
-    spanProcessors: opts.spanProcessors ?? [],
-  });
-  try {
+  return startService("ingestion", cfg, opts, async (runtime) => {
     const ingestor = new Ingestor(runtime.publisher, cfg.PARTITIONS, runtime.metrics.registry);
     runtime.metrics.stageObjective.set({ stage: "accept" }, 0.01);
 
@@ -121,10 +110,6 @@ export async function startIngestion(
     });
     runtime.lifecycle.add("intake", "http", () => http.close());
     runtime.logger.info({ http: http.url }, "Segment HTTP API listening");
-    runtime.markReady();
-    return { runtime, grpcAddress: grpcServer.address, httpUrl: http.url, stop: () => runtime.shutdown() };
-  } catch (e) {
-    await runtime.shutdown("failed to start");
-    throw e;
-  }
+    return { grpcAddress: grpcServer.address, httpUrl: http.url };
+  });
 }

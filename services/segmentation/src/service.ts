@@ -5,7 +5,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { Counter } from "prom-client";
 import {
   IntentSchema,
@@ -23,7 +22,9 @@ import {
   implement,
   KeyedLock,
   runtimeConfig,
-  ServiceRuntime,
+  startService,
+  type ServiceHandle,
+  type StartOptions,
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
@@ -40,17 +41,9 @@ export const configSpec = {
 
 export type SegmentationConfig = ConfigOf<typeof configSpec>;
 
-export interface SegmentationHandle {
-  runtime: ServiceRuntime;
-  grpcAddress: string;
-  stop(): Promise<boolean>;
-}
+export type SegmentationHandle = ServiceHandle;
 
-export interface StartOptions {
-  spanProcessors?: SpanProcessor[];
-  handleSignals?: boolean;
-  clock?: () => number;
-}
+export type { StartOptions };
 
 export async function startSegmentation(
   cfg: SegmentationConfig,
@@ -61,18 +54,7 @@ export async function startSegmentation(
   const workspaces = new Map<string, CompiledWorkspace>(
     mesh.workspaces.map((w) => [w.id, compileWorkspace(w)]),
   );
-  const runtime = await ServiceRuntime.start({
-    service: "segmentation",
-    natsUrl: cfg.NATS_URL,
-    natsReplicas: cfg.NATS_REPLICAS,
-    opsHost: cfg.OPS_HOST,
-    opsPort: cfg.OPS_PORT,
-    logLevel: cfg.LOG_LEVEL,
-    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
-    handleSignals: opts.handleSignals ?? false,
-    spanProcessors: opts.spanProcessors ?? [],
-  });
-  try {
+  return startService("segmentation", cfg, opts, async (runtime) => {
     const store = await MembershipStore.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "membership-store", check: () => store.ping() });
     runtime.metrics.stageObjective.set({ stage: "segment" }, 0.005);
@@ -261,10 +243,6 @@ export async function startSegmentation(
         },
       }),
     ]);
-    runtime.markReady();
-    return { runtime, grpcAddress: grpcServer.address, stop: () => runtime.shutdown() };
-  } catch (e) {
-    await runtime.shutdown("failed to start");
-    throw e;
-  }
+    return { grpcAddress: grpcServer.address };
+  });
 }

@@ -6,7 +6,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { Counter } from "prom-client";
 import {
   Decision,
@@ -27,7 +26,9 @@ import {
   KeyedLock,
   PermanentError,
   runtimeConfig,
-  ServiceRuntime,
+  startService,
+  type ServiceHandle,
+  type StartOptions as KitStartOptions,
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
@@ -49,17 +50,9 @@ export const configSpec = {
 export type SuppressionConfig = ConfigOf<typeof configSpec>;
 
 /** A running suppression service. */
-export interface SuppressionHandle {
-  runtime: ServiceRuntime;
-  /** `host:port` of `SuppressionService`. */
-  grpcAddress: string;
-  stop(): Promise<void>;
-}
+export type SuppressionHandle = ServiceHandle;
 
-export interface StartOptions {
-  spanProcessors?: SpanProcessor[];
-  handleSignals?: boolean;
-  clock?: () => number;
+export interface StartOptions extends KitStartOptions {
   /** Replaces the gRPC lookup of profiles in identity (closed on shutdown). */
   profiles?: ProfileLookup;
 }
@@ -82,18 +75,7 @@ export async function startSuppression(
   const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
   const channels = new Map<string, ChannelConfig>(mesh.channels.map((c) => [c.name, c]));
   const timeZones = new Map(mesh.workspaces.map((w) => [w.id, w.timezone]));
-  const runtime = await ServiceRuntime.start({
-    service: "suppression",
-    natsUrl: cfg.NATS_URL,
-    natsReplicas: cfg.NATS_REPLICAS,
-    opsHost: cfg.OPS_HOST,
-    opsPort: cfg.OPS_PORT,
-    logLevel: cfg.LOG_LEVEL,
-    shutdownTimeoutMs: cfg.SHUTDOWN_TIMEOUT,
-    handleSignals: opts.handleSignals ?? false,
-    spanProcessors: opts.spanProcessors ?? [],
-  });
-  try {
+  return startService("suppression", cfg, opts, async (runtime) => {
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "suppression-stores", check: () => stores.ping() });
     const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
@@ -274,18 +256,8 @@ export async function startSuppression(
         },
       }),
     ]);
-    runtime.markReady();
-    return {
-      runtime,
-      grpcAddress: grpcServer.address,
-      stop: async () => {
-        await runtime.shutdown();
-      },
-    };
-  } catch (e) {
-    await runtime.shutdown("failed to start");
-    throw e;
-  }
+    return { grpcAddress: grpcServer.address };
+  });
 }
 
 /** The names of the fields that are empty. */
