@@ -5,7 +5,7 @@
  */
 import type { SpanProcessor } from "@opentelemetry/sdk-trace-node";
 import { ConfigError, loadConfigOrExit, type ConfigOf, type ConfigSpec } from "./config.js";
-import type { runtimeConfig} from "./runtime.js";
+import type { runtimeConfig } from "./runtime.js";
 import { ServiceRuntime } from "./runtime.js";
 
 /** Options of every `start<Service>()`. */
