@@ -108,6 +108,32 @@ describe("identity", () => {
     expect(merged.eventType).toBe("identify");
   });
 
+  it("publishes one change per event when anonymous browsing and identify race for the same customer", async () => {
+    const sent: Event[] = [];
+    for (let i = 0; i < 40; i++) {
+      const page = event({ anonymousId: `race-a-${i}`, type: EventType.PAGE, name: "Home" });
+      const link = event({
+        type: EventType.IDENTIFY,
+        anonymousId: `race-a-${i}`,
+        userId: `race-u-${i}`,
+        traits: { email: `race-${i}@example.org` },
+      });
+      sent.push(page, link);
+    }
+    await Promise.all(sent.map((e) => send(e)));
+    const ids = new Set(sent.map((e) => e.messageId));
+    const got = await waitFor(async () => {
+      const c = (await changes()).filter((x) => ids.has(x.eventId));
+      return new Set(c.map((x) => x.eventId)).size === ids.size ? c : undefined;
+    });
+    expect(got).toHaveLength(ids.size);
+    for (let i = 0; i < 40; i++) {
+      const a = await get("anonymous_id", `race-a-${i}`);
+      expect((await get("user_id", `race-u-${i}`))?.profileId).toBe(a?.profileId);
+      expect(a?.version).toBe(2n);
+    }
+  });
+
   it("does not apply a redelivered event twice, and publishes its change once", async () => {
     const e = event({ userId: "user-dup", type: EventType.IDENTIFY, traits: { plan: "basic" } });
     await send(e);

@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { EventSchema, EventType } from "@kairos/contracts";
 import {
   applyEvent,
+  appliedChange,
   appliedVersion,
   identifiersOf,
   mergeInto,
@@ -81,7 +82,7 @@ describe("applying and merging", () => {
     expect(survivor.identifiers).toHaveLength(2);
     expect(survivor.traits).toMatchObject({ plan: "gold", city: "Paris" });
     expect(survivor.mergedFrom).toEqual(["p-new"]);
-    expect(appliedVersion(survivor, "on-newer")).toBe(0);
+    expect(appliedChange(survivor, "on-newer")).toEqual({ profileId: "p-new", version: 1 });
   });
 
   it("derives a profile id from the first identifier", () => {

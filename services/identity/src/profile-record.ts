@@ -18,6 +18,13 @@ export interface Ident {
 /** How many applied event ids a profile remembers, to recognise redeliveries. */
 export const APPLIED_MEMORY = 256;
 
+/** An event a profile has applied, and the change it produced (profile id and version). */
+export interface AppliedEvent {
+  eventId: string;
+  version: number;
+  profileId?: string;
+}
+
 /** A profile as stored (JSON) in the profile store. */
 export interface ProfileRecord {
   workspace: string;
@@ -28,8 +35,11 @@ export interface ProfileRecord {
   mergedFrom: string[];
   createdAtMs: number;
   updatedAtMs: number;
-  /** Recently applied events and the version each produced, newest last. */
-  applied: { eventId: string; version: number }[];
+  /**
+   * Recently applied events and the version each produced, newest last;
+   * `profileId` is set when the event was applied to a profile merged into this one since.
+   */
+  applied: AppliedEvent[];
   /** Set when this profile was merged into another: lookups follow it. */
   mergedInto?: string;
 }
@@ -84,9 +94,18 @@ export function newProfile(workspace: string, profileId: string, nowMs: number):
   };
 }
 
+/** The change an event produced, if this profile (or one merged into it) already applied it. */
+export function appliedChange(
+  p: ProfileRecord,
+  eventId: string,
+): { profileId: string; version: number } | undefined {
+  const a = p.applied.find((x) => x.eventId === eventId);
+  return a === undefined ? undefined : { profileId: a.profileId ?? p.profileId, version: a.version };
+}
+
 /** The version an event produced on this profile, if it was already applied. */
 export function appliedVersion(p: ProfileRecord, eventId: string): number | undefined {
-  return p.applied.find((a) => a.eventId === eventId)?.version;
+  return appliedChange(p, eventId)?.version;
 }
 
 function addIdentifiers(p: ProfileRecord, ids: readonly Ident[]): void {
@@ -139,10 +158,15 @@ export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
     if (!survivor.mergedFrom.includes(id)) survivor.mergedFrom.push(id);
   }
   survivor.createdAtMs = Math.min(survivor.createdAtMs, loser.createdAtMs);
-  // Version 0: applied, but on another profile; a redelivery is recognised and publishes nothing.
+  // Applied on the loser: a redelivery is recognised, and re-publishes under the loser's change id.
   for (const a of loser.applied) {
-    if (appliedVersion(survivor, a.eventId) === undefined)
-      survivor.applied.unshift({ eventId: a.eventId, version: 0 });
+    if (appliedVersion(survivor, a.eventId) === undefined) {
+      survivor.applied.unshift({
+        eventId: a.eventId,
+        version: a.version,
+        profileId: a.profileId ?? loser.profileId,
+      });
+    }
   }
   if (survivor.applied.length > APPLIED_MEMORY)
     survivor.applied.splice(0, survivor.applied.length - APPLIED_MEMORY);

@@ -8,7 +8,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { EventType, type Event } from "@kairos/contracts";
 import {
   applyEvent,
-  appliedVersion,
+  appliedChange,
   identifiersOf,
   mergeInto,
   newProfile,
@@ -32,8 +32,11 @@ export type Resolution =
   | {
       kind: "applied" | "duplicate";
       profile: ProfileRecord;
-      /** The version this event produced (0: applied on a profile since merged away). */
-      version: number;
+      /**
+       * The change this event produced: the survivor's new version, or for a redelivery the
+       * (profile, version) it produced the first time, so its re-publish carries the same id.
+       */
+      changeId: { profileId: string; version: number };
       changedTraits: JsonObject;
       /** Profiles merged into the survivor by this event. */
       merged: string[];
@@ -103,18 +106,23 @@ export class Resolver {
     if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
 
     const found = new Map<string, Versioned<ProfileRecord>>();
+    // An index entry whose profile is not written yet (another attempt is mid-way, or died
+    // between linking and writing): adopt its id rather than invent a competing one.
+    let adopted: string | undefined;
     for (const e of entries) {
       if (e === undefined || !("profileId" in e.value)) continue;
       const p = await this.live(ws, e.value.profileId);
       if (p !== undefined) found.set(p.value.profileId, p);
+      else adopted ??= e.value.profileId;
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
       const aliasFound = entries.slice(ids.length).some((e) => e !== undefined);
       if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
     }
+    const newId = adopted ?? profileIdFor(ws, ids[0]!);
     if (found.size === 0) {
       // Deterministic id: a retry after a crash finds the profile it created.
-      const p = await this.live(ws, profileIdFor(ws, ids[0]!));
+      const p = await this.live(ws, newId);
       if (p !== undefined) found.set(p.value.profileId, p);
     }
 
@@ -123,23 +131,27 @@ export class Resolver {
       survivor =
         survivor === undefined ? p : pickSurvivor(survivor.value, p.value)[0] === p.value ? p : survivor;
     }
-    const s = survivor ?? { value: newProfile(ws, profileIdFor(ws, ids[0]!), now), revision: 0 };
+    const s = survivor ?? { value: newProfile(ws, newId, now), revision: 0 };
     const losers = [...found.values()].filter((p) => p !== s);
     const record = s.value;
     for (const l of losers) mergeInto(record, l.value);
 
-    const already = appliedVersion(record, event.messageId);
+    const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};
     if (already === undefined) changedTraits = applyEvent(record, event, ids, now);
-    if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
-    for (const l of losers)
-      await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+    // Order matters: claim the identifiers first, then write the profile, then retire the
+    // merged ones. A conflict at any step retries from the start with nothing half-applied:
+    // the event lands on the profile only once its identifiers point there.
     await this.pointIndex(ws, record, lookupIds, entries);
+    if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
+    for (const l of losers) {
+      await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+    }
 
     return {
       kind: already === undefined ? "applied" : "duplicate",
       profile: record,
-      version: already ?? record.version,
+      changeId: already ?? { profileId: record.profileId, version: record.version },
       changedTraits,
       merged: losers.map((l) => l.value.profileId),
     };

@@ -121,10 +121,12 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       r: Extract<Awaited<ReturnType<Resolver["resolve"]>>, { profile: ProfileRecord }>,
     ) => {
       const p = r.profile;
+      // The change is the survivor's; its id is the one this event's change had the first time.
+      const sameProfile = r.changeId.profileId === p.profileId;
       const change = create(ProfileChangedSchema, {
         workspace: p.workspace,
         profileId: p.profileId,
-        version: BigInt(r.version),
+        version: BigInt(sameProfile ? r.changeId.version : p.version),
         changedTraits: r.changedTraits,
         mergedFrom: r.merged,
         eventId: e.messageId,
@@ -139,7 +141,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
         ProfileChangedSchema,
         change,
-        { msgID: `${p.workspace}:${p.profileId}:${r.version}` },
+        { msgID: `${p.workspace}:${r.changeId.profileId}:${r.changeId.version}` },
       );
     };
 
@@ -168,7 +170,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           results.inc({ outcome: r.merged.length > 0 ? "merged" : r.kind });
           // A redelivered event re-publishes its change with the same id: stored once,
           // and not lost when the process died between the write and the publish.
-          if (r.version > 0) await publishChange(e, r);
+          await publishChange(e, r);
         });
       },
     });
