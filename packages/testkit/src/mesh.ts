@@ -106,23 +106,29 @@ export class Mesh implements AsyncDisposable {
   /** Starts (or restarts) one service and waits until its `/readyz` answers 200. */
   async startService(s: MeshService): Promise<Child> {
     const p = this.portsOf(s);
-    const child = startChild(process.execPath, ["--import", "tsx", join("services", s, "src", "main.ts")], {
-      cwd: repoRoot,
-      name: s,
-      echo: this.opts.echo ?? process.env.KAIROS_ECHO_LOGS === "1",
-      env: {
-        ...process.env,
-        LOG_LEVEL: "warn",
-        NATS_URL: this.opts.natsUrl,
-        KAIROS_CONFIG: this.opts.config,
-        WEBHOOK_URL: this.opts.webhookUrl,
-        GRPC_PORT: String(p.grpc),
-        OPS_PORT: String(p.ops),
-        ...(p.http === undefined ? {} : { HTTP_PORT: String(p.http) }),
-        IDENTITY_GRPC_ADDR: this.ports.has("identity") ? this.grpcAddress("identity") : "127.0.0.1:50052",
-        ...this.opts.env,
+    // KAIROS_NODE_ARGS adds node flags to every service, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+    const nodeArgs = (process.env.KAIROS_NODE_ARGS ?? "").split(" ").filter((a) => a !== "");
+    const child = startChild(
+      process.execPath,
+      [...nodeArgs, "--import", "tsx", join("services", s, "src", "main.ts")],
+      {
+        cwd: repoRoot,
+        name: s,
+        echo: this.opts.echo ?? process.env.KAIROS_ECHO_LOGS === "1",
+        env: {
+          ...process.env,
+          LOG_LEVEL: "warn",
+          NATS_URL: this.opts.natsUrl,
+          KAIROS_CONFIG: this.opts.config,
+          WEBHOOK_URL: this.opts.webhookUrl,
+          GRPC_PORT: String(p.grpc),
+          OPS_PORT: String(p.ops),
+          ...(p.http === undefined ? {} : { HTTP_PORT: String(p.http) }),
+          IDENTITY_GRPC_ADDR: this.ports.has("identity") ? this.grpcAddress("identity") : "127.0.0.1:50052",
+          ...this.opts.env,
+        },
       },
-    });
+    );
     this.children.set(s, child);
     // A service that dies on its own is reported with its last words, not discovered later.
     void child.exited.then(({ code, signal }) => {
