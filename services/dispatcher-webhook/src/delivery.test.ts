@@ -3,6 +3,7 @@ import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DispatchSchema } from "@kairos/contracts";
 import { classifyError, classifyStatus, requestBody } from "./delivery.js";
+import { RequestTimeout } from "./http-post.js";
 
 describe("classification", () => {
   it.each([
@@ -17,6 +18,14 @@ describe("classification", () => {
     [410, "fail"],
   ] as const)("HTTP %i is %s", (status, kind) => {
     expect(classifyStatus(status).kind).toBe(kind);
+  });
+
+  it("reads node:http errors and request timeouts too", () => {
+    expect(classifyError(Object.assign(new Error("connect"), { code: "ECONNRESET" }))).toEqual({
+      kind: "retry",
+      reason: "network_econnreset",
+    });
+    expect(classifyError(new RequestTimeout(5000))).toEqual({ kind: "retry", reason: "timeout" });
   });
 
   it("retries timeouts and network errors, naming them", () => {

@@ -44,8 +44,9 @@ export function classifyStatus(status: number): Classified {
 
 /** Classifies a failure to get any answer (refused, reset, timed out): always worth a retry. */
 export function classifyError(e: unknown): Classified {
-  const err = e as { name?: string; cause?: { code?: string } };
+  const err = e as { name?: string; code?: string; cause?: { code?: string } };
   if (err.name === "TimeoutError" || err.name === "AbortError") return { kind: "retry", reason: "timeout" };
-  const code = err.cause?.code;
+  // node:http puts the system error code on the error, fetch on its cause.
+  const code = err.code ?? err.cause?.code;
   return { kind: "retry", reason: code === undefined ? "network_error" : `network_${code.toLowerCase()}` };
 }

@@ -37,6 +37,7 @@ import {
   type ConfigOf,
   type MessageContext,
 } from "@kairos/kit";
+import { createPoster } from "./http-post.js";
 import { classifyError, classifyStatus, requestBody, type Classified } from "./delivery.js";
 
 export const configSpec = {
@@ -168,6 +169,9 @@ export async function startDispatcherWebhook(
       );
     };
 
+    const poster = createPoster(url, timeoutMs, cfg.CONCURRENCY);
+    runtime.lifecycle.add("connections", "webhook-connections", () => poster.close());
+
     const post = async (d: Dispatch): Promise<Classified> => {
       const span = runtime.tracer.startSpan(`POST ${channel.name}`, {
         kind: SpanKind.CLIENT,
@@ -187,15 +191,9 @@ export async function startDispatcherWebhook(
         trace.setSpan(context.active(), span),
       );
       try {
-        const res = await fetch(url, {
-          method: "POST",
-          headers: h,
-          body: JSON.stringify(requestBody(d)),
-          signal: AbortSignal.timeout(timeoutMs),
-        });
-        await res.arrayBuffer().catch(() => undefined); // release the connection
-        span.setAttribute("http.response.status_code", res.status);
-        return classifyStatus(res.status);
+        const status = await poster.post(h, JSON.stringify(requestBody(d)));
+        span.setAttribute("http.response.status_code", status);
+        return classifyStatus(status);
       } catch (e) {
         recordSpanError(span, e);
         return classifyError(e);
