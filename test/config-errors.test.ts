@@ -30,6 +30,12 @@ describe("bad configuration", () => {
     expect(output).toContain("/nonexistent/mesh.yaml");
   });
 
+  it("a MongoDB profile store without its URI is named", async () => {
+    const { code, output } = await run("identity", { PROFILE_STORE: "mongodb" });
+    expect(code).toBe(78);
+    expect(output).toContain("PROFILE_STORE=mongodb needs MONGODB_URI");
+  });
+
   it("a dispatcher for a channel the config does not have is named", async () => {
     const { code, output } = await run("dispatcher-webhook", { CHANNEL: "pigeon" });
     expect(code).toBe(78);

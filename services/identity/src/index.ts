@@ -10,3 +10,5 @@ export {
   type IndexTarget,
 } from "./store.js";
 export * from "./profile-record.js";
+export { MongoProfileStore } from "./mongo-store.js";
+export { profileStoreContract } from "./store.contract.js";

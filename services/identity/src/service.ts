@@ -26,7 +26,9 @@ import {
   partitionOf,
   PermanentError,
   runtimeConfig,
+  ConfigError,
   startService,
+  type ServiceRuntime,
   type ServiceHandle,
   type StartOptions,
   subjects,
@@ -34,7 +36,8 @@ import {
 } from "@kairos/kit";
 import { IDENTIFIER_TYPES, normalizeEmail, type Ident, type ProfileRecord } from "./profile-record.js";
 import { Resolver, Unresolvable } from "./resolver.js";
-import { CachingProfileStore, KvProfileStore } from "./store.js";
+import { CachingProfileStore, KvProfileStore, type ProfileStore } from "./store.js";
+import { MongoProfileStore } from "./mongo-store.js";
 
 export const configSpec = {
   ...runtimeConfig,
@@ -42,6 +45,10 @@ export const configSpec = {
   OPS_PORT: env.port(9462),
   PARTITIONS: env.int(16, { min: 1, max: 1024 }),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+  /** Where profiles live: JetStream KV (embedded default) or MongoDB (production). */
+  PROFILE_STORE: env.oneOf(["kv", "mongodb"], "kv"),
+  MONGODB_URI: env.string(""),
+  MONGODB_DB: env.string("kairos"),
   /** Profiles and identifiers kept in the resolve path's cache. */
   CACHE_ENTRIES: env.int(200_000, { min: 0, max: 10_000_000 }),
 };
@@ -98,10 +105,22 @@ function requireWorkspace(ws: string): string {
   return ws;
 }
 
+/** The configured profile store; MongoDB is closed with the connections on shutdown. */
+async function openStore(cfg: IdentityConfig, runtime: ServiceRuntime): Promise<ProfileStore> {
+  if (cfg.PROFILE_STORE === "kv") return KvProfileStore.open(runtime.nc, cfg.NATS_REPLICAS);
+  const mongo = await MongoProfileStore.open(cfg.MONGODB_URI, cfg.MONGODB_DB);
+  runtime.lifecycle.add("connections", "mongodb", () => mongo.close());
+  return mongo;
+}
+
 export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}): Promise<IdentityHandle> {
+  // Before anything starts: a missing URI is a configuration error, not a connection failure.
+  if (cfg.PROFILE_STORE === "mongodb" && cfg.MONGODB_URI === "") {
+    throw new ConfigError(["PROFILE_STORE=mongodb needs MONGODB_URI (e.g. mongodb://mongo:27017)"]);
+  }
   const clock = opts.clock ?? Date.now;
   return startService("identity", cfg, opts, async (runtime) => {
-    const store = await KvProfileStore.open(runtime.nc, cfg.NATS_REPLICAS);
+    const store = await openStore(cfg, runtime);
     runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
     // The resolve path reads through a write-through cache; lookups over gRPC read the store.
     const cached = new CachingProfileStore(store, cfg.CACHE_ENTRIES);
