@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
+import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType } from "@kairos/contracts";
 import {
   applyEvent,
@@ -44,6 +45,51 @@ describe("identifiersOf", () => {
       { type: "anonymous_id", value: "a" },
       { type: "email", value: "c@d.e" },
     ]);
+  });
+});
+
+describe("last writer wins by event time", () => {
+  it("keeps a newer value when an older event arrives late, and takes a newer one", () => {
+    const p = newProfile("ws", "p", 1);
+    const at = (iso: string, traits: Record<string, string>, id: string) =>
+      identify({ messageId: id, traits, timestamp: timestampFromMs(Date.parse(iso)) });
+    expect(applyEvent(p, at("2026-11-22T10:00:00Z", { plan: "gold" }, "e1"), [], 5)).toEqual({
+      plan: "gold",
+    });
+    // Sent earlier, arrived later: counted (version), but does not overwrite.
+    expect(applyEvent(p, at("2026-11-22T09:00:00Z", { plan: "basic", city: "Paris" }, "e2"), [], 6)).toEqual({
+      city: "Paris",
+    });
+    expect(p.traits).toEqual({ plan: "gold", city: "Paris" });
+    expect(applyEvent(p, at("2026-11-22T11:00:00Z", { plan: "platinum" }, "e3"), [], 7)).toEqual({
+      plan: "platinum",
+    });
+    expect(p.version).toBe(3);
+  });
+
+  it("merges trait by trait, the later event's value winning", () => {
+    const a = newProfile("ws", "a", 1);
+    const b = newProfile("ws", "b", 2);
+    applyEvent(
+      a,
+      identify({ messageId: "a1", traits: { plan: "gold" }, timestamp: timestampFromMs(200) }),
+      [],
+      3,
+    );
+    applyEvent(
+      a,
+      identify({ messageId: "a2", traits: { city: "Oslo" }, timestamp: timestampFromMs(50) }),
+      [],
+      3,
+    );
+    applyEvent(
+      b,
+      identify({ messageId: "b1", traits: { plan: "basic", city: "Rome" }, timestamp: timestampFromMs(100) }),
+      [],
+      4,
+    );
+    mergeInto(a, b);
+    expect(a.traits).toEqual({ plan: "gold", city: "Rome" });
   });
 });
 

@@ -4,6 +4,7 @@
  */
 import { createHash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { EventType, type Event } from "@kairos/contracts";
 
 /** The identifier types identity resolves, strongest first. */
@@ -32,6 +33,12 @@ export interface ProfileRecord {
   version: number;
   identifiers: Ident[];
   traits: JsonObject;
+  /**
+   * When each trait's current value was true: the event time of the event that set it
+   * (its `timestamp`, else `received_at`). A later-arriving but older event does not overwrite.
+   * Absent in records written before it existed: such values count as oldest.
+   */
+  traitTimes?: Record<string, number>;
   mergedFrom: string[];
   createdAtMs: number;
   updatedAtMs: number;
@@ -87,6 +94,7 @@ export function newProfile(workspace: string, profileId: string, nowMs: number):
     version: 0,
     identifiers: [],
     traits: {},
+    traitTimes: {},
     mergedFrom: [],
     createdAtMs: nowMs,
     updatedAtMs: nowMs,
@@ -121,7 +129,12 @@ function addIdentifiers(p: ProfileRecord, ids: readonly Ident[]): void {
 export function applyEvent(p: ProfileRecord, e: Event, ids: readonly Ident[], nowMs: number): JsonObject {
   addIdentifiers(p, ids);
   const changed: JsonObject = {};
+  const at = eventTimeMs(e, nowMs);
+  const times = (p.traitTimes ??= {});
   for (const [k, v] of Object.entries(traitsOf(e))) {
+    // Last writer wins by event time: a late, older event never overwrites a newer value.
+    if ((times[k] ?? Number.NEGATIVE_INFINITY) > at) continue;
+    times[k] = at;
     if (JSON.stringify(p.traits[k]) !== JSON.stringify(v)) {
       p.traits[k] = v;
       changed[k] = v;
@@ -132,6 +145,13 @@ export function applyEvent(p: ProfileRecord, e: Event, ids: readonly Ident[], no
   p.applied.push({ eventId: e.messageId, version: p.version });
   if (p.applied.length > APPLIED_MEMORY) p.applied.splice(0, p.applied.length - APPLIED_MEMORY);
   return changed;
+}
+
+/** When the event happened: the client's `timestamp`, else when ingestion received it, else now. */
+export function eventTimeMs(e: Event, nowMs: number): number {
+  if (e.timestamp !== undefined) return timestampMs(e.timestamp);
+  if (e.receivedAt !== undefined) return timestampMs(e.receivedAt);
+  return nowMs;
 }
 
 /** The survivor of a merge: the older profile (then the smaller id), so ids seen downstream stay stable. */
@@ -145,14 +165,22 @@ export function pickSurvivor(
 
 /**
  * Folds `loser` into `survivor` (in place): identifiers join; a trait present
- * on both keeps the value of the profile updated last; the loser's applied
+ * on both keeps the value set by the later event (ties and untimed values: the
+ * profile updated last); the loser's applied
  * events are remembered so their redelivery is recognised. Idempotent.
  */
 export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
   addIdentifiers(survivor, loser.identifiers);
-  const loserWins = loser.updatedAtMs > survivor.updatedAtMs;
+  const loserNewer = loser.updatedAtMs > survivor.updatedAtMs;
+  const sTimes = (survivor.traitTimes ??= {});
+  const lTimes = loser.traitTimes ?? {};
   for (const [k, v] of Object.entries(loser.traits)) {
-    if (!(k in survivor.traits) || loserWins) survivor.traits[k] = v;
+    const s = sTimes[k] ?? Number.NEGATIVE_INFINITY;
+    const l = lTimes[k] ?? Number.NEGATIVE_INFINITY;
+    if (!(k in survivor.traits) || l > s || (l === s && loserNewer)) {
+      survivor.traits[k] = v;
+      if (lTimes[k] !== undefined) sTimes[k] = lTimes[k];
+    }
   }
   for (const id of [loser.profileId, ...loser.mergedFrom]) {
     if (!survivor.mergedFrom.includes(id)) survivor.mergedFrom.push(id);

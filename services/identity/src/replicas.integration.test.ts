@@ -105,6 +105,18 @@ describe("two identity replicas", () => {
           found.push((await client.getProfile({ workspace: "ws", identifier: { type, value } })).profile);
         }
         const [p] = found;
+        if (process.env.KAIROS_DEBUG === "1" && p?.traits?.city === undefined) {
+          const mine = sent
+            .filter((e) => e.userId === `rep-user-${c}` || e.anonymousId === `rep-anon-${c}`)
+            .map((e) => e.messageId);
+          for (const ch of changes.filter((x) => mine.includes(x.eventId)))
+            process.stderr.write(
+              `${ch.eventId} -> ${ch.profileId} v${ch.version} merged=${ch.mergedFrom.join(",")} traits=${JSON.stringify(ch.profile?.traits)}\n`,
+            );
+          process.stderr.write(
+            `final ${p?.profileId} v${p?.version} mergedFrom=${p?.mergedFrom.join(",")}\n`,
+          );
+        }
         expect(new Set(found.map((x) => x?.profileId)).size, `customer ${c}`).toBe(1);
         // Every event applied exactly once to the one profile (merges carry the other profile's events).
         expect(p?.traits).toMatchObject({

@@ -44,6 +44,8 @@ export type Resolution =
   | { kind: "suppressed"; profileIds: string[] };
 
 const MAX_ATTEMPTS = 12;
+/** Attempts spent waiting for a profile another writer claimed identifiers for (a crashed writer never writes it). */
+const PENDING_ATTEMPTS = 8;
 const MAX_MERGE_HOPS = 16;
 
 export class Resolver {
@@ -59,10 +61,12 @@ export class Resolver {
     if (ids.length === 0) throw new Unresolvable("the event has no userId, anonymousId or email");
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.attempt(event, ids);
+        return await this.attempt(event, ids, attempt);
       } catch (e) {
         if (!(e instanceof WriteConflict) || attempt >= MAX_ATTEMPTS) throw e;
         this.conflicts++;
+        // Let the other writer finish: 1, 2, 4 … 32 ms, with jitter.
+        await new Promise((r) => setTimeout(r, Math.min(32, 2 ** (attempt - 1)) * (0.5 + Math.random())));
       }
     }
   }
@@ -89,7 +93,7 @@ export class Resolver {
     return this.live(workspace, target.value.profileId);
   }
 
-  private async attempt(event: Event, eventIds: readonly Ident[]): Promise<Resolution> {
+  private async attempt(event: Event, eventIds: readonly Ident[], attemptNo: number): Promise<Resolution> {
     const ids = [...eventIds];
     const ws = event.workspace;
     const now = this.clock();
@@ -119,6 +123,11 @@ export class Resolver {
       const aliasFound = entries.slice(ids.length).some((e) => e !== undefined);
       if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
     }
+    if (adopted !== undefined && found.size > 0 && attemptNo < PENDING_ATTEMPTS) {
+      // Another writer claimed one of these identifiers and is about to write its profile.
+      // Going ahead now would leave that profile split off; wait for it, then merge it.
+      throw new WriteConflict(`profile ${adopted} (being written)`);
+    }
     const newId = adopted ?? profileIdFor(ws, ids[0]!);
     if (found.size === 0) {
       // Deterministic id: a retry after a crash finds the profile it created.
@@ -134,6 +143,16 @@ export class Resolver {
     const s = survivor ?? { value: newProfile(ws, newId, now), revision: 0 };
     const losers = [...found.values()].filter((p) => p !== s);
     const record = s.value;
+    if (appliedChange(record, event.messageId) !== undefined) {
+      // A retry (or redelivery) of an event that merged: a merged-away profile whose tombstone
+      // lost a race (another replica wrote to it meanwhile) is still live. Merge it again, with
+      // what was written to it since, or that write would be lost.
+      for (const id of record.mergedFrom) {
+        if (found.has(id)) continue;
+        const p = await this.store.getProfile(ws, id);
+        if (p !== undefined && p.value.mergedInto === undefined) losers.push(p);
+      }
+    }
     for (const l of losers) mergeInto(record, l.value);
 
     const already = appliedChange(record, event.messageId);
