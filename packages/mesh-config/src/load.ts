@@ -72,6 +72,27 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
         problem(["workspaces", w, "writeKeys", i, "key"], `write key already used by ${other}`);
       seenKeys.set(k.key, `${ws.id}/${k.source}`);
     });
+    const types = new Set<string>();
+    ws.identity.identifiers.forEach((r, i) => {
+      if (types.has(r.type))
+        problem(
+          ["workspaces", w, "identity", "identifiers", i, "type"],
+          `duplicate identifier type "${r.type}"`,
+        );
+      types.add(r.type);
+    });
+    ws.identity.blocked.forEach((b, i) => {
+      const m = /^\/(.*)\/([a-z]*)$/.exec(b);
+      if (m === null) return;
+      try {
+        new RegExp(m[1]!, m[2]);
+      } catch (e) {
+        problem(
+          ["workspaces", w, "identity", "blocked", i],
+          `invalid regex: ${e instanceof Error ? e.message : String(e)}`,
+        );
+      }
+    });
     const segments = new Set<string>();
     ws.segments.forEach((s, i) => {
       if (segments.has(s.name))

@@ -54,6 +54,40 @@ export const journeySchema = z.object({
   reentry: z.enum(["once", "every"]).default("once"),
 });
 
+/** One identifier type of a workspace's identity rules. */
+export const identifierRuleSchema = z.object({
+  /** The identifier type, e.g. `user_id`, `email`, `phone`, `loyalty_number`. */
+  type: token,
+  /**
+   * Where in the event it is read: `userId`, `anonymousId`, `traits.<name>` (identify traits and
+   * `context.traits`), `context.device.id`, `context.<name>`, `properties.<name>`.
+   */
+  field: z.string().regex(/^(userId|anonymousId|traits\.[\w.]+|context\.[\w.]+|properties\.[\w.]+)$/, {
+    message: "must be userId, anonymousId, traits.<name>, context.<path> or properties.<name>",
+  }),
+  /** How values are normalised before they are compared. */
+  normalize: z.enum(["none", "trim", "email", "phone"]).default("trim"),
+  /** At most this many identifiers of this type on one profile; an event that would exceed it does not merge. */
+  limit: z.number().int().positive().optional(),
+});
+
+/** A workspace's identity rules; identifiers are listed in priority order, strongest first. */
+export const identitySchema = z.object({
+  identifiers: z.array(identifierRuleSchema).min(1, "at least one identifier type is needed"),
+  /** Values never used as identifiers: exact (case-insensitive) or `/regex/flags`. */
+  blocked: z.array(z.string()).default([]),
+});
+
+/** The identity rules of a workspace that declares none: Segment's defaults. */
+export const defaultIdentity: z.output<typeof identitySchema> = {
+  identifiers: [
+    { type: "user_id", field: "userId", normalize: "trim", limit: 1 },
+    { type: "email", field: "traits.email", normalize: "email" },
+    { type: "anonymous_id", field: "anonymousId", normalize: "trim" },
+  ],
+  blocked: ["null", "undefined", "none", "nil", "0", "anonymous", "unknown", "[object Object]"],
+};
+
 export const workspaceSchema = z.object({
   id: token,
   /** Default IANA time zone for customers without one. */
@@ -61,6 +95,7 @@ export const workspaceSchema = z.object({
   writeKeys: z.array(writeKeySchema).default([]),
   segments: z.array(segmentSchema).default([]),
   journeys: z.array(journeySchema).default([]),
+  identity: identitySchema.default(defaultIdentity),
 });
 
 export const channelSchema = z.object({
@@ -90,3 +125,5 @@ export type SegmentConfig = z.output<typeof segmentSchema>;
 export type JourneyConfig = z.output<typeof journeySchema>;
 export type ActionConfig = z.output<typeof actionSchema>;
 export type ChannelConfig = z.output<typeof channelSchema>;
+export type IdentityConfig = z.output<typeof identitySchema>;
+export type IdentifierRule = z.output<typeof identifierRuleSchema>;

@@ -148,6 +148,29 @@ describe("identity", () => {
     expect((await get("user_id", "user-dup"))?.version).toBe(2n);
   });
 
+  it("does not merge when the merge would give a profile two user ids (the default limit)", async () => {
+    const first = event({
+      userId: "limit-u1",
+      type: EventType.IDENTIFY,
+      traits: { email: "shared@example.org" },
+    });
+    await send(first);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === first.messageId));
+    // Another user id with the same email: the email (lower priority) is dropped from this event.
+    const second = event({
+      userId: "limit-u2",
+      type: EventType.IDENTIFY,
+      traits: { email: "shared@example.org" },
+    });
+    await send(second);
+    await waitFor(async () => (await changes()).some((c) => c.eventId === second.messageId));
+    const u1 = await get("user_id", "limit-u1");
+    const u2 = await get("user_id", "limit-u2");
+    expect(u2?.profileId).not.toBe(u1?.profileId);
+    expect((await get("email", "shared@example.org"))?.profileId).toBe(u1?.profileId);
+    expect(u2?.identifiers.map((i) => i.type)).toEqual(["user_id"]);
+  });
+
   it("answers NOT_FOUND for an unknown identifier and INVALID_ARGUMENT for an unknown type", async () => {
     await expect(get("user_id", "nobody")).rejects.toThrow(/NOT_FOUND|no profile/);
     await expect(get("phone", "1")).rejects.toThrow(/identifier.type must be one of/);
@@ -166,7 +189,7 @@ describe("identity", () => {
       return m === null ? undefined : fromBinary(DeadLetterSchema, m.data);
     });
     expect(dlq.reason).toBe("permanent");
-    expect(dlq.error).toMatch(/no userId, anonymousId or email/);
+    expect(dlq.error).toMatch(/no usable identifier \(user_id, email, anonymous_id\)/);
     expect(fromBinary(EventSchema, dlq.data).messageId).toBe(bad.messageId);
   });
 

@@ -2,11 +2,11 @@ import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType } from "@kairos/contracts";
+import { compileRules } from "./identity-rules.js";
 import {
   applyEvent,
   appliedChange,
   appliedVersion,
-  identifiersOf,
   mergeInto,
   newProfile,
   pickSurvivor,
@@ -26,11 +26,11 @@ const identify = (over: Record<string, unknown> = {}) =>
   });
 
 describe("identifiersOf", () => {
-  it("takes userId, anonymousId and the normalised email, strongest first", () => {
-    expect(identifiersOf(identify())).toEqual([
+  it("takes userId, the normalised email and anonymousId, in the default priority order", () => {
+    expect(compileRules().identifiersOf(identify())).toEqual([
       { type: "user_id", value: "u1" },
-      { type: "anonymous_id", value: "a1" },
       { type: "email", value: "ada@example.org" },
+      { type: "anonymous_id", value: "a1" },
     ]);
   });
 
@@ -41,9 +41,9 @@ describe("identifiersOf", () => {
       traits: { email: "x@y.z" },
       context: { extra: { traits: { email: "c@d.e" } } },
     });
-    expect(identifiersOf(track)).toEqual([
-      { type: "anonymous_id", value: "a" },
+    expect(compileRules().identifiersOf(track)).toEqual([
       { type: "email", value: "c@d.e" },
+      { type: "anonymous_id", value: "a" },
     ]);
   });
 });
@@ -97,7 +97,10 @@ describe("applying and merging", () => {
   it("applies an event once per id, bumping the version and reporting changed traits", () => {
     const p = newProfile("ws", profileIdFor("ws", { type: "user_id", value: "u1" }), 1);
     const e = identify();
-    expect(applyEvent(p, e, identifiersOf(e), 2)).toEqual({ email: "  Ada@Example.ORG ", plan: "gold" });
+    expect(applyEvent(p, e, compileRules().identifiersOf(e), 2)).toEqual({
+      email: "  Ada@Example.ORG ",
+      plan: "gold",
+    });
     expect(p.version).toBe(1);
     expect(appliedVersion(p, "m1")).toBe(1);
     expect(applyEvent(p, identify({ messageId: "m2" }), [], 3)).toEqual({});

@@ -7,12 +7,9 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { EventType, type Event } from "@kairos/contracts";
 
-/** The identifier types identity resolves, strongest first. */
-export const IDENTIFIER_TYPES = ["user_id", "anonymous_id", "email"] as const;
-export type IdentifierType = (typeof IDENTIFIER_TYPES)[number];
-
 export interface Ident {
-  type: IdentifierType;
+  /** A type of the workspace's identity rules, e.g. `user_id`, `email`, `phone`. */
+  type: string;
   value: string;
 }
 
@@ -65,20 +62,6 @@ export function traitsOf(e: Event): JsonObject {
   const contextTraits = objectOf(e.context?.extra?.traits);
   const own = e.type === EventType.IDENTIFY ? (e.traits ?? {}) : {};
   return { ...(contextTraits ?? {}), ...own };
-}
-
-/** The identifiers an event carries, deduplicated, strongest first. */
-export function identifiersOf(e: Event): Ident[] {
-  const out: Ident[] = [];
-  const add = (type: IdentifierType, value: string) => {
-    const v = type === "email" ? normalizeEmail(value) : value;
-    if (v !== "" && !out.some((i) => i.type === type && i.value === v)) out.push({ type, value: v });
-  };
-  add("user_id", e.userId);
-  add("anonymous_id", e.anonymousId);
-  const email = traitsOf(e).email;
-  if (typeof email === "string") add("email", email);
-  return out;
 }
 
 /** A new profile's id, derived from its first identifier so a retried creation yields the same id. */

@@ -9,7 +9,6 @@ import { EventType, type Event } from "@kairos/contracts";
 import {
   applyEvent,
   appliedChange,
-  identifiersOf,
   mergeInto,
   newProfile,
   pickSurvivor,
@@ -19,6 +18,9 @@ import {
   type ProfileRecord,
 } from "./profile-record.js";
 import { WriteConflict, type IndexTarget, type ProfileStore, type Versioned } from "./store.js";
+import { compileRules, type CompiledRules } from "./identity-rules.js";
+
+const defaultRules = compileRules();
 
 /** An event that can never be resolved (no identifier at all). */
 export class Unresolvable extends Error {
@@ -54,11 +56,17 @@ export class Resolver {
   constructor(
     private readonly store: ProfileStore,
     private readonly clock: () => number = Date.now,
+    private readonly rulesFor: (workspace: string) => CompiledRules = () => defaultRules,
+    /** Told when identifiers were dropped from an event to keep a profile within its limits. */
+    private readonly onDropped: (event: Event, dropped: Ident[]) => void = () => undefined,
   ) {}
 
   async resolve(event: Event): Promise<Resolution> {
-    const ids = identifiersOf(event);
-    if (ids.length === 0) throw new Unresolvable("the event has no userId, anonymousId or email");
+    const rules = this.rulesFor(event.workspace);
+    const ids = rules.identifiersOf(event);
+    if (ids.length === 0) {
+      throw new Unresolvable(`the event has no usable identifier (${rules.types.join(", ")})`);
+    }
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.attempt(event, ids, attempt);
@@ -109,18 +117,45 @@ export class Resolver {
     const suppressed = entries.filter((e) => e !== undefined && "suppressed" in e.value);
     if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
 
+    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier.
+    const live = await Promise.all(
+      entries.map(async (e) => {
+        if (e === undefined || !("profileId" in e.value)) return {};
+        const p = await this.live(ws, e.value.profileId);
+        return p === undefined ? { pending: e.value.profileId } : { profile: p };
+      }),
+    );
+    const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
+
+    // Per-type limits: an event that would push the profile past one does not merge; its
+    // lowest-priority identifiers are dropped until the rest fit.
+    const existing = (kept: readonly Ident[]) => {
+      const seen = new Set<string>();
+      const out: Ident[] = [];
+      for (const id of kept) {
+        const p = at(id)?.profile;
+        if (p === undefined || seen.has(p.value.profileId)) continue;
+        seen.add(p.value.profileId);
+        out.push(...p.value.identifiers);
+      }
+      return out;
+    };
+    const { kept, dropped } = this.rulesFor(ws).withinLimits(ids, existing);
+    if (dropped.length > 0 && attemptNo === 1) this.onDropped(event, dropped);
+    ids.splice(0, ids.length, ...kept);
+
     const found = new Map<string, Versioned<ProfileRecord>>();
     // An index entry whose profile is not written yet (another attempt is mid-way, or died
     // between linking and writing): adopt its id rather than invent a competing one.
     let adopted: string | undefined;
-    for (const e of entries) {
-      if (e === undefined || !("profileId" in e.value)) continue;
-      const p = await this.live(ws, e.value.profileId);
-      if (p !== undefined) found.set(p.value.profileId, p);
-      else adopted ??= e.value.profileId;
+    const considered = [...kept, ...lookupIds.slice(eventIds.length)];
+    for (const id of considered) {
+      const l = at(id);
+      if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
+      else if (l?.pending !== undefined) adopted ??= l.pending;
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
-      const aliasFound = entries.slice(ids.length).some((e) => e !== undefined);
+      const aliasFound = entries.slice(eventIds.length).some((e) => e !== undefined);
       if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
     }
     if (adopted !== undefined && found.size > 0 && attemptNo < PENDING_ATTEMPTS) {

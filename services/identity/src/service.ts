@@ -34,7 +34,9 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { IDENTIFIER_TYPES, normalizeEmail, type Ident, type ProfileRecord } from "./profile-record.js";
+import { type Ident, type ProfileRecord } from "./profile-record.js";
+import { compileRules, type CompiledRules } from "./identity-rules.js";
+import { loadMeshConfig } from "@kairos/mesh-config";
 import { Resolver, Unresolvable } from "./resolver.js";
 import { CachingProfileStore, KvProfileStore, type ProfileStore } from "./store.js";
 import { MongoProfileStore } from "./mongo-store.js";
@@ -44,6 +46,8 @@ export const configSpec = {
   GRPC_PORT: env.port(50052),
   OPS_PORT: env.port(9462),
   PARTITIONS: env.int(16, { min: 1, max: 1024 }),
+  /** The mesh config: each workspace's identity rules (identifier fields, priority, limits, blocked values). */
+  KAIROS_CONFIG: env.string("config/demo.yaml"),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
   /** Where profiles live: JetStream KV (embedded default) or MongoDB (production). */
   PROFILE_STORE: env.oneOf(["kv", "mongodb"], "kv"),
@@ -83,21 +87,29 @@ const eventTypeNames: Record<number, string> = {
 };
 
 /** An identifier from a request, validated and normalised. */
+/** An identifier from a request, validated against the workspace's rules and normalised like events' are. */
 function requestedIdentifier(
+  rules: CompiledRules,
   id: { type: string; value: string } | undefined,
 ): Ident | { type: "profile_id"; value: string } {
   if (id === undefined || id.value === "") {
     throw new GrpcError(grpc.status.INVALID_ARGUMENT, "identifier with a type and a value is required");
   }
   if (id.type === "profile_id") return { type: "profile_id", value: id.value };
-  if (!(IDENTIFIER_TYPES as readonly string[]).includes(id.type)) {
+  if (!rules.types.includes(id.type)) {
     throw new GrpcError(
       grpc.status.INVALID_ARGUMENT,
-      `identifier.type must be one of profile_id, ${IDENTIFIER_TYPES.join(", ")}; got ${JSON.stringify(id.type)}`,
+      `identifier.type must be one of profile_id, ${rules.types.join(", ")}; got ${JSON.stringify(id.type)}`,
     );
   }
-  const type = id.type as Ident["type"];
-  return { type, value: type === "email" ? normalizeEmail(id.value) : id.value };
+  const value = rules.normalize(id.type, id.value);
+  if (value === undefined) {
+    throw new GrpcError(
+      grpc.status.INVALID_ARGUMENT,
+      `${JSON.stringify(id.value)} is not a usable ${id.type} (blocked, or not valid after normalisation)`,
+    );
+  }
+  return { type: id.type, value };
 }
 
 function requireWorkspace(ws: string): string {
@@ -119,13 +131,25 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     throw new ConfigError(["PROFILE_STORE=mongodb needs MONGODB_URI (e.g. mongodb://mongo:27017)"]);
   }
   const clock = opts.clock ?? Date.now;
+  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
+  const compiled = new Map(mesh.workspaces.map((w) => [w.id, compileRules(w.identity)]));
+  const defaults = compileRules();
+  // Workspaces the config does not name get the default rules (user_id, email, anonymous_id).
+  const rulesFor = (ws: string) => compiled.get(ws) ?? defaults;
   return startService("identity", cfg, opts, async (runtime) => {
     const store = await openStore(cfg, runtime);
     runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
     // The resolve path reads through a write-through cache; lookups over gRPC read the store.
     const cached = new CachingProfileStore(store, cfg.CACHE_ENTRIES);
-    const resolver = new Resolver(cached, clock);
-    const reader = new Resolver(store, clock);
+    const onDropped = (e: Event, dropped: Ident[]) => {
+      results.inc({ outcome: "limit_blocked" });
+      runtime.logger.info(
+        { workspace: e.workspace, event: e.messageId, dropped: dropped.map((d) => d.type) },
+        "identifiers dropped from an event: merging would exceed the workspace's identifier limits",
+      );
+    };
+    const resolver = new Resolver(cached, clock, rulesFor, onDropped);
+    const reader = new Resolver(store, clock, rulesFor);
     const lock = new KeyedLock();
     const results = new Counter({
       name: "kairos_identity_events_total",
@@ -198,7 +222,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       implement(ProfileService, {
         getProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
-          const id = requestedIdentifier(req.identifier);
+          const id = requestedIdentifier(rulesFor(ws), req.identifier);
           const found = await reader.find(ws, id);
           if (found === undefined) {
             throw new GrpcError(
@@ -218,7 +242,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           }
           const results = await Promise.all(
             req.identifiers.map(async (raw) => {
-              const found = await reader.find(ws, requestedIdentifier(raw));
+              const found = await reader.find(ws, requestedIdentifier(rulesFor(ws), raw));
               return found === undefined
                 ? { identifier: raw, found: false }
                 : { identifier: raw, found: true, profile: toProfile(found.value) };
@@ -228,7 +252,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         },
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
-          const id = requestedIdentifier(req.identifier);
+          const id = requestedIdentifier(rulesFor(ws), req.identifier);
           const found = await reader.find(ws, id);
           if (found === undefined)
             throw new GrpcError(
