@@ -221,13 +221,20 @@ describe("an event from a real Segment SDK reaches the channel", () => {
           create(EventSchema, { messageId: randomUUID(), type: EventType.TRACK, name: "Opened App", userId }),
           create(EventSchema, {
             messageId: randomUUID(),
+            type: EventType.TRACK,
+            name: "Order Completed",
+            userId,
+            properties: { revenue: 49.5 },
+          }),
+          create(EventSchema, {
+            messageId: randomUUID(),
             type: EventType.IDENTIFY,
             userId,
             traits: { email: `${userId}@example.org`, plan: "gold", first_name: "Grace" },
           }),
         ],
       });
-      expect(res.accepted).toBe(2);
+      expect(res.accepted).toBe(3);
     } finally {
       client.close();
     }
@@ -241,6 +248,13 @@ describe("an event from a real Segment SDK reaches the channel", () => {
     const posts = await welcomeFor(profile.profileId);
     expect(posts).toHaveLength(1);
     expect(posts[0]!.body.payload).toMatchObject({ greeting: "Welcome to gold, Grace" });
+    // Computed traits from the demo config, kept by identity.
+    const computed = await waitFor(async () => {
+      const [p] = await lookups([["user_id", userId]]);
+      return p?.computedTraits?.orders_30d === 1 ? p.computedTraits : undefined;
+    });
+    expect(computed).toMatchObject({ orders_30d: 1, lifetime_value: 49.5 });
+    expect(typeof computed.last_seen_at).toBe("string");
   });
 
   it("accepts 97 of 100 events with 3 malformed, reports each by index, and loses none of the rest", async () => {

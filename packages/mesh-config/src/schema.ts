@@ -88,6 +88,23 @@ export const defaultIdentity: z.output<typeof identitySchema> = {
   blocked: ["null", "undefined", "none", "nil", "0", "anonymous", "unknown", "[object Object]"],
 };
 
+/** A trait identity computes from events: `orders_30d`, `lifetime_value`, `last_seen_at`. */
+export const computedTraitSchema = z
+  .object({
+    name: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "must be an identifier (letters, digits, '_')"),
+    op: z.enum(["count", "sum", "min", "max", "first", "last"]),
+    /** The event name it counts (track name, page/screen name); `*` for every event. */
+    event: z.string().min(1),
+    /** The event property it reads; required for sum, min and max; first/last without it record the event time. */
+    property: z.string().optional(),
+    /** Only events within this long before now count (whole UTC days); none: all time. */
+    window: duration.optional(),
+  })
+  .refine((c) => !["sum", "min", "max"].includes(c.op) || c.property !== undefined, {
+    message: "sum, min and max need a property",
+    path: ["property"],
+  });
+
 export const workspaceSchema = z.object({
   id: token,
   /** Default IANA time zone for customers without one. */
@@ -96,6 +113,7 @@ export const workspaceSchema = z.object({
   segments: z.array(segmentSchema).default([]),
   journeys: z.array(journeySchema).default([]),
   identity: identitySchema.default(defaultIdentity),
+  computedTraits: z.array(computedTraitSchema).default([]),
 });
 
 export const channelSchema = z.object({
@@ -126,4 +144,5 @@ export type JourneyConfig = z.output<typeof journeySchema>;
 export type ActionConfig = z.output<typeof actionSchema>;
 export type ChannelConfig = z.output<typeof channelSchema>;
 export type IdentityConfig = z.output<typeof identitySchema>;
+export type ComputedTraitConfig = z.output<typeof computedTraitSchema>;
 export type IdentifierRule = z.output<typeof identifierRuleSchema>;

@@ -5,10 +5,17 @@
  */
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Event } from "@kairos/contracts";
-import { defaultIdentity, type IdentityConfig, type IdentifierRule } from "@kairos/mesh-config";
+import {
+  defaultIdentity,
+  type ComputedTraitConfig,
+  type IdentityConfig,
+  type IdentifierRule,
+} from "@kairos/mesh-config";
 import { traitsOf, type Ident } from "./profile-record.js";
 
 export interface CompiledRules {
+  /** The workspace's computed traits. */
+  readonly computed: readonly ComputedTraitConfig[];
   /** Identifier types in priority order, strongest first. */
   readonly types: readonly string[];
   /** The identifiers an event carries, normalised, blocked values removed, in priority order. */
@@ -90,7 +97,10 @@ function read(view: JsonObject, path: string): string | undefined {
   return undefined;
 }
 
-export function compileRules(cfg: IdentityConfig = defaultIdentity): CompiledRules {
+export function compileRules(
+  cfg: IdentityConfig = defaultIdentity,
+  computed: readonly ComputedTraitConfig[] = [],
+): CompiledRules {
   const rules = cfg.identifiers;
   const isBlocked = blockedMatcher(cfg.blocked);
   const byType = new Map(rules.map((r) => [r.type, r]));
@@ -107,6 +117,7 @@ export function compileRules(cfg: IdentityConfig = defaultIdentity): CompiledRul
     return rules.some((r) => r.limit !== undefined && (counts.get(r.type)?.size ?? 0) > r.limit);
   };
   return {
+    computed,
     types: rules.map((r) => r.type),
     normalize,
     identifiersOf(e) {

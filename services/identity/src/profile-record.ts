@@ -6,6 +6,7 @@ import { createHash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { EventType, type Event } from "@kairos/contracts";
+import { mergeComputed, type ComputedState } from "./computed.js";
 
 export interface Ident {
   /** A type of the workspace's identity rules, e.g. `user_id`, `email`, `phone`. */
@@ -36,6 +37,8 @@ export interface ProfileRecord {
    * Absent in records written before it existed: such values count as oldest.
    */
   traitTimes?: Record<string, number>;
+  /** Aggregates behind the workspace's computed traits (see computed.ts). */
+  computed?: ComputedState;
   mergedFrom: string[];
   createdAtMs: number;
   updatedAtMs: number;
@@ -165,6 +168,7 @@ export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
       if (lTimes[k] !== undefined) sTimes[k] = lTimes[k];
     }
   }
+  if (loser.computed !== undefined) mergeComputed((survivor.computed ??= {}), loser.computed);
   for (const id of [loser.profileId, ...loser.mergedFrom]) {
     if (!survivor.mergedFrom.includes(id)) survivor.mergedFrom.push(id);
   }

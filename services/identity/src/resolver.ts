@@ -8,6 +8,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import { EventType, type Event } from "@kairos/contracts";
 import {
   applyEvent,
+  eventTimeMs,
   appliedChange,
   mergeInto,
   newProfile,
@@ -19,6 +20,7 @@ import {
 } from "./profile-record.js";
 import { WriteConflict, type IndexTarget, type ProfileStore, type Versioned } from "./store.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
+import { applyComputed } from "./computed.js";
 
 const defaultRules = compileRules();
 
@@ -192,7 +194,12 @@ export class Resolver {
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};
-    if (already === undefined) changedTraits = applyEvent(record, event, ids, now);
+    if (already === undefined) {
+      changedTraits = applyEvent(record, event, ids, now);
+      const computed = this.rulesFor(ws).computed;
+      if (computed.length > 0)
+        applyComputed((record.computed ??= {}), computed, event, eventTimeMs(event, now), now);
+    }
     // Order matters: claim the identifiers first, then write the profile, then retire the
     // merged ones. A conflict at any step retries from the start with nothing half-applied:
     // the event lands on the profile only once its identifiers point there.

@@ -36,6 +36,7 @@ import {
 } from "@kairos/kit";
 import { type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
+import { computedValues } from "./computed.js";
 import { loadMeshConfig } from "@kairos/mesh-config";
 import { Resolver, Unresolvable } from "./resolver.js";
 import { CachingProfileStore, KvProfileStore, type ProfileStore } from "./store.js";
@@ -63,14 +64,17 @@ export type IdentityHandle = ServiceHandle;
 
 export type { StartOptions };
 
-/** The protobuf view of a stored profile. */
-export function toProfile(p: ProfileRecord): Profile {
+/** The protobuf view of a stored profile, with its computed traits as of `nowMs`. */
+export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.now()): Profile {
+  const computed =
+    rules === undefined || p.computed === undefined ? {} : computedValues(p.computed, rules.computed, nowMs);
   return create(ProfileSchema, {
     workspace: p.workspace,
     profileId: p.profileId,
     version: BigInt(p.version),
     identifiers: p.identifiers,
     traits: p.traits,
+    computedTraits: computed,
     mergedFrom: p.mergedFrom,
     createdAt: timestampFromMs(p.createdAtMs),
     updatedAt: timestampFromMs(p.updatedAtMs),
@@ -132,7 +136,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
   }
   const clock = opts.clock ?? Date.now;
   const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const compiled = new Map(mesh.workspaces.map((w) => [w.id, compileRules(w.identity)]));
+  const compiled = new Map(mesh.workspaces.map((w) => [w.id, compileRules(w.identity, w.computedTraits)]));
   const defaults = compileRules();
   // Workspaces the config does not name get the default rules (user_id, email, anonymous_id).
   const rulesFor = (ws: string) => compiled.get(ws) ?? defaults;
@@ -166,15 +170,17 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       const p = r.profile;
       // The change is the survivor's; its id is the one this event's change had the first time.
       const sameProfile = r.changeId.profileId === p.profileId;
+      const profile = toProfile(p, rulesFor(p.workspace), clock());
       const change = create(ProfileChangedSchema, {
         workspace: p.workspace,
         profileId: p.profileId,
         version: BigInt(sameProfile ? r.changeId.version : p.version),
         changedTraits: r.changedTraits,
+        computedTraits: profile.computedTraits ?? {},
         mergedFrom: r.merged,
         eventId: e.messageId,
         eventReceivedAt: e.receivedAt,
-        profile: toProfile(p),
+        profile,
         eventName: e.name,
         eventType: eventTypeNames[e.type] ?? "unspecified",
         eventProperties: e.properties ?? {},
@@ -230,7 +236,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
               `no profile in workspace ${ws} for ${id.type} ${JSON.stringify(id.value)}`,
             );
           }
-          return { profile: toProfile(found.value) };
+          return { profile: toProfile(found.value, rulesFor(ws), clock()) };
         },
         batchGetProfiles: async (req) => {
           const ws = requireWorkspace(req.workspace);
@@ -245,7 +251,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
               const found = await reader.find(ws, requestedIdentifier(rulesFor(ws), raw));
               return found === undefined
                 ? { identifier: raw, found: false }
-                : { identifier: raw, found: true, profile: toProfile(found.value) };
+                : { identifier: raw, found: true, profile: toProfile(found.value, rulesFor(ws), clock()) };
             }),
           );
           return { results };
