@@ -48,8 +48,8 @@ export type Resolution =
   | { kind: "suppressed"; profileIds: string[] };
 
 const MAX_ATTEMPTS = 12;
-/** Attempts spent waiting for a profile another writer claimed identifiers for (a crashed writer never writes it). */
-const PENDING_ATTEMPTS = 8;
+/** How long a claim on an identifier may wait for its profile to be written before it is taken over. */
+const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
 export class Resolver {
@@ -124,7 +124,9 @@ export class Resolver {
       entries.map(async (e) => {
         if (e === undefined || !("profileId" in e.value)) return {};
         const p = await this.live(ws, e.value.profileId);
-        return p === undefined ? { pending: e.value.profileId } : { profile: p };
+        return p === undefined
+          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
+          : { profile: p };
       }),
     );
     const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
@@ -150,19 +152,25 @@ export class Resolver {
     // An index entry whose profile is not written yet (another attempt is mid-way, or died
     // between linking and writing): adopt its id rather than invent a competing one.
     let adopted: string | undefined;
+    let freshClaim = false;
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
     for (const id of considered) {
       const l = at(id);
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
-      else if (l?.pending !== undefined) adopted ??= l.pending;
+      else if (l?.pending !== undefined) {
+        adopted ??= l.pending;
+        if (now - (l.claimedAt ?? 0) < STALE_CLAIM_MS) freshClaim = true;
+      }
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
       const aliasFound = entries.slice(eventIds.length).some((e) => e !== undefined);
       if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
     }
-    if (adopted !== undefined && found.size > 0 && attemptNo < PENDING_ATTEMPTS) {
+    if (adopted !== undefined && found.size > 0 && freshClaim) {
       // Another writer claimed one of these identifiers and is about to write its profile.
-      // Going ahead now would leave that profile split off; wait for it, then merge it.
+      // Going ahead now would leave that profile split off: wait for it (this attempt is
+      // retried with backoff, then the message is redelivered), then merge it. A claim older
+      // than STALE_CLAIM_MS is a writer that died between claiming and writing: taken over.
       throw new WriteConflict(`profile ${adopted} (being written)`);
     }
     const newId = adopted ?? profileIdFor(ws, ids[0]!);
@@ -225,7 +233,7 @@ export class Resolver {
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
   ): Promise<void> {
-    const target = { profileId: p.profileId };
+    const target = { profileId: p.profileId, claimedAt: this.clock() };
     await Promise.all(
       p.identifiers.map(async (id) => {
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);

@@ -23,7 +23,9 @@ export class WriteConflict extends Error {
 }
 
 /** What an index entry points at. */
-export type IndexTarget = { profileId: string } | { suppressed: true };
+export type IndexTarget =
+  /** `claimedAt`: when the identifier was pointed here, in ms (a claim whose profile is not written yet ages). */
+  { profileId: string; claimedAt?: number } | { suppressed: true };
 
 export interface ProfileStore {
   getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined>;
