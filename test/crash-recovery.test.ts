@@ -6,13 +6,9 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { fromBinary } from "@bufbuild/protobuf";
-import { ProfileChangedSchema, ProfileService } from "@kairos/contracts";
-import { createGrpcClient } from "@kairos/kit";
-import { Mesh, NatsServer, sleep, waitFor } from "@kairos/testkit";
+import { Mesh, NatsServer, sleep } from "@kairos/testkit";
 import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.js";
+import { expectEachActionOnce, expectOneChangePerEvent, expectProfileVersions } from "./mesh-checks.js";
 
 const config = fileURLToPath(new URL("fixtures/mesh.yaml", import.meta.url));
 const auth = `Basic ${Buffer.from("bench-http-write-key:").toString("base64")}`;
@@ -22,17 +18,14 @@ const EVENTS_PER_CUSTOMER = 5;
 let nats: NatsServer;
 let endpoint: ChannelEndpoint;
 let mesh: Mesh;
-let nc: NatsConnection;
 
 beforeAll(async () => {
   nats = await NatsServer.start();
   endpoint = await startChannelEndpoint();
   mesh = await Mesh.start({ natsUrl: nats.url, config, webhookUrl: endpoint.url });
-  nc = await connect({ servers: nats.url });
 }, 120_000);
 
 afterAll(async () => {
-  await nc?.close();
   await mesh?.stop();
   await endpoint?.[Symbol.asyncDispose]();
   await nats?.[Symbol.asyncDispose]();
@@ -77,51 +70,15 @@ describe("identity SIGKILLed and restarted while events flow", () => {
     }
     expect(accepted).toBe(all.length);
 
-    // Every event produced exactly one ProfileChanged...
-    const jsm = await jetstreamManager(nc);
-    const seen = new Map<string, number>();
-    await waitFor(
-      async () => {
-        const info = await jsm.streams.info("PROFILES");
-        seen.clear();
-        for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-          const m = await jsm.streams.getMessage("PROFILES", { seq }).catch(() => null);
-          if (m === null) continue;
-          const id = fromBinary(ProfileChangedSchema, m.data).eventId;
-          if (eventIds.has(id)) seen.set(id, (seen.get(id) ?? 0) + 1);
-        }
-        return seen.size === eventIds.size;
-      },
-      { timeoutMs: 90_000, intervalMs: 500, what: `a ProfileChanged for each of ${eventIds.size} events` },
+    // Every event produced exactly one ProfileChanged, each profile applied its five events once,
+    // and each action (a thank-you per order, a welcome per gold customer) reached the channel once.
+    await expectOneChangePerEvent(nats.url, eventIds);
+    await expectProfileVersions(
+      mesh.grpcAddress("identity"),
+      "bench",
+      Array.from({ length: CUSTOMERS }, (_, n) => userOf(n)),
+      EVENTS_PER_CUSTOMER,
     );
-    expect([...seen.values()].every((n) => n === 1)).toBe(true);
-
-    // ...and each profile applied its five events once.
-    const profiles = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
-    try {
-      for (let n = 0; n < CUSTOMERS; n++) {
-        const { profile } = await profiles.getProfile({
-          workspace: "bench",
-          identifier: { type: "user_id", value: userOf(n) },
-        });
-        expect(profile?.version, userOf(n)).toBe(BigInt(EVENTS_PER_CUSTOMER));
-        expect(profile?.traits?.first_name).toBe("Ada");
-      }
-    } finally {
-      profiles.close();
-    }
-
-    // One order thank-you per customer and one gold welcome per gold customer, each POSTed once.
-    const expected = CUSTOMERS + CUSTOMERS / 4;
-    await waitFor(() => endpoint.byKey().size >= expected, {
-      timeoutMs: 90_000,
-      intervalMs: 200,
-      what: `${expected} distinct actions at the channel`,
-    });
-    await sleep(1500); // a double send would arrive now
-    const keys = endpoint.byKey();
-    expect(keys.size).toBe(expected);
-    const twice = [...keys].filter(([, posts]) => posts.length > 1).map(([k]) => k);
-    expect(twice).toEqual([]);
+    await expectEachActionOnce(endpoint, CUSTOMERS + CUSTOMERS / 4);
   }, 240_000);
 });

@@ -3,16 +3,12 @@
  * same store: clients retry what was refused, services reconnect, and still
  * every accepted event is reflected once and no action reaches the channel twice.
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, it } from "vitest";
 import { fileURLToPath } from "node:url";
 import { randomUUID } from "node:crypto";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstreamManager } from "@nats-io/jetstream";
-import { fromBinary } from "@bufbuild/protobuf";
-import { ProfileChangedSchema, ProfileService } from "@kairos/contracts";
-import { createGrpcClient } from "@kairos/kit";
-import { Mesh, NatsServer, sleep, waitFor } from "@kairos/testkit";
+import { Mesh, NatsServer, sleep } from "@kairos/testkit";
 import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.js";
+import { expectEachActionOnce, expectOneChangePerEvent, expectProfileVersions } from "./mesh-checks.js";
 
 const config = fileURLToPath(new URL("fixtures/mesh.yaml", import.meta.url));
 const auth = `Basic ${Buffer.from("bench-http-write-key:").toString("base64")}`;
@@ -85,52 +81,15 @@ describe("nats-server SIGKILLed and restarted while events flow", () => {
       if (process.env.KAIROS_DEBUG === "1") process.stderr.write(`batch ${i} stored\n`);
     }
 
-    const nc: NatsConnection = await connect({ servers: nats.url });
-    try {
-      const jsm = await jetstreamManager(nc);
-      const ids = new Set(all.map((e) => String(e.messageId)));
-      const seen = new Map<string, number>();
-      await waitFor(
-        async () => {
-          const info = await jsm.streams.info("PROFILES");
-          seen.clear();
-          for (let seq = info.state.first_seq; seq <= info.state.last_seq; seq++) {
-            const m = await jsm.streams.getMessage("PROFILES", { seq }).catch(() => null);
-            if (m === null) continue;
-            const id = fromBinary(ProfileChangedSchema, m.data).eventId;
-            if (ids.has(id)) seen.set(id, (seen.get(id) ?? 0) + 1);
-          }
-          return seen.size === ids.size;
-        },
-        { timeoutMs: 120_000, intervalMs: 500, what: `a ProfileChanged for each of ${ids.size} events` },
-      );
-      expect([...seen.values()].every((n) => n === 1)).toBe(true);
-    } finally {
-      await nc.close();
-    }
-
-    const profiles = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
-    try {
-      for (let n = 0; n < CUSTOMERS; n++) {
-        const { profile } = await profiles.getProfile({
-          workspace: "bench",
-          identifier: { type: "user_id", value: userOf(n) },
-        });
-        expect(profile?.version, userOf(n)).toBe(5n);
-      }
-    } finally {
-      profiles.close();
-    }
-
-    const expected = CUSTOMERS + CUSTOMERS / 4;
-    await waitFor(() => endpoint.byKey().size >= expected, {
-      timeoutMs: 120_000,
-      intervalMs: 200,
-      what: `${expected} distinct actions at the channel`,
-    });
-    await sleep(1500);
-    const twice = [...endpoint.byKey()].filter(([, posts]) => posts.length > 1).map(([k]) => k);
-    expect(twice).toEqual([]);
-    expect(endpoint.byKey().size).toBe(expected);
+    // Every event produced exactly one ProfileChanged, each profile applied its five events once,
+    // and each action (a thank-you per order, a welcome per gold customer) reached the channel once.
+    await expectOneChangePerEvent(nats.url, new Set(all.map((e) => String(e.messageId))));
+    await expectProfileVersions(
+      mesh.grpcAddress("identity"),
+      "bench",
+      Array.from({ length: CUSTOMERS }, (_, n) => userOf(n)),
+      5,
+    );
+    await expectEachActionOnce(endpoint, CUSTOMERS + CUSTOMERS / 4);
   }, 300_000);
 });
