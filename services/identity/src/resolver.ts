@@ -69,9 +69,12 @@ export class Resolver {
     if (ids.length === 0) {
       throw new Unresolvable(`the event has no usable identifier (${rules.types.join(", ")})`);
     }
+    // Profiles this resolution claimed identifiers for in an attempt that then failed: its own
+    // claims must not make it wait for itself.
+    const ownClaims = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.attempt(event, ids, attempt);
+        return await this.attempt(event, ids, attempt, ownClaims);
       } catch (e) {
         if (!(e instanceof WriteConflict) || attempt >= MAX_ATTEMPTS) throw e;
         this.conflicts++;
@@ -103,7 +106,12 @@ export class Resolver {
     return this.live(workspace, target.value.profileId);
   }
 
-  private async attempt(event: Event, eventIds: readonly Ident[], attemptNo: number): Promise<Resolution> {
+  private async attempt(
+    event: Event,
+    eventIds: readonly Ident[],
+    attemptNo: number,
+    ownClaims: Set<string>,
+  ): Promise<Resolution> {
     const ids = [...eventIds];
     const ws = event.workspace;
     const now = this.clock();
@@ -159,7 +167,7 @@ export class Resolver {
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
-        if (now - (l.claimedAt ?? 0) < STALE_CLAIM_MS) freshClaim = true;
+        if (!ownClaims.has(l.pending) && now - (l.claimedAt ?? 0) < STALE_CLAIM_MS) freshClaim = true;
       }
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
@@ -211,6 +219,7 @@ export class Resolver {
     // Order matters: claim the identifiers first, then write the profile, then retire the
     // merged ones. A conflict at any step retries from the start with nothing half-applied:
     // the event lands on the profile only once its identifiers point there.
+    if (s.revision === 0) ownClaims.add(record.profileId);
     await this.pointIndex(ws, record, lookupIds, entries);
     if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
     for (const l of losers) {
