@@ -97,11 +97,19 @@ export class Child implements AsyncDisposable {
 }
 
 /** Starts `command args` with piped output. */
+/** Children still running, killed if this process exits without stopping them (a crash, a timeout). */
+const live = new Set<ChildProcess>();
+process.once("exit", () => {
+  for (const p of live) p.kill("SIGKILL");
+});
+
 export function startChild(command: string, args: string[], opts: ChildOptions = {}): Child {
   const proc = spawn(command, args, {
     cwd: opts.cwd,
     env: opts.env ?? process.env,
     stdio: ["ignore", "pipe", "pipe"],
   });
+  live.add(proc);
+  proc.once("exit", () => live.delete(proc));
   return new Child(proc, opts.name ?? command, opts.echo ?? false);
 }
