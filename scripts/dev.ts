@@ -6,7 +6,8 @@
  *
  * Flags: --no-demo (no traffic generator), --rate N (demo events per second, default 20).
  * Environment: KAIROS_PORT_OFFSET shifts every default port (to run beside another mesh),
- * KAIROS_DATA_DIR moves the JetStream store (default .data/nats).
+ * KAIROS_PORTS=free puts every port on a free one instead (a default that is taken moves
+ * to a free port anyway), KAIROS_DATA_DIR moves the JetStream store (default .data/nats).
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
@@ -31,40 +32,6 @@ if (!Number.isInteger(offset) || offset < 0 || offset > 10_000) {
   process.exit(2);
 }
 
-/** Shifts `*_PORT` values and `host:port` addresses by the port offset. */
-function shifted(env: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(
-    Object.entries(env).map(([k, v]) => {
-      if (k.endsWith("_PORT") && /^\d+$/.test(v)) return [k, String(Number(v) + offset)];
-      const m = /^(127\.0\.0\.1|localhost):(\d+)$/.exec(v);
-      if (m) return [k, `${m[1]}:${Number(m[2]) + offset}`];
-      return [k, v];
-    }),
-  );
-}
-
-interface ServiceInfo {
-  name: string;
-  dir: string;
-  env: Record<string, string>;
-}
-
-function discoverServices(): ServiceInfo[] {
-  const dir = join(root, "services");
-  if (!existsSync(dir)) return [];
-  return readdirSync(dir)
-    .sort()
-    .flatMap((name) => {
-      const pkgPath = join(dir, name, "package.json");
-      if (!existsSync(pkgPath) || !existsSync(join(dir, name, "src/main.ts"))) return [];
-      const pkg = JSON.parse(readFileSync(pkgPath, "utf8")) as {
-        kairos?: { service?: boolean; env?: Record<string, string> };
-      };
-      if (pkg.kairos?.service !== true) return [];
-      return [{ name, dir: join(dir, name), env: shifted(pkg.kairos.env ?? {}) }];
-    });
-}
-
 const portFree = (port: number) =>
   new Promise<boolean>((res) => {
     const s = netConnect(port, "127.0.0.1");
@@ -74,6 +41,76 @@ const portFree = (port: number) =>
     });
     s.once("error", () => res(true));
   });
+
+/**
+ * Where each default port of the mesh goes: the default plus the offset, or, with
+ * KAIROS_PORTS=free (what the tests use), a free port below the ephemeral range.
+ * A default that is already taken also moves to a free port, and says so.
+ */
+const freeMode = process.env.KAIROS_PORTS === "free";
+if (process.env.KAIROS_PORTS !== undefined && !freeMode) {
+  process.stderr.write(
+    `KAIROS_PORTS="${process.env.KAIROS_PORTS}" is not "free" (the only value it takes)\n`,
+  );
+  process.exit(2);
+}
+const portMap = new Map<number, number>();
+async function place(port: number): Promise<number> {
+  const known = portMap.get(port);
+  if (known !== undefined) return known;
+  let chosen = port + offset;
+  if (freeMode) chosen = await freePort();
+  else if (!(await portFree(chosen))) {
+    const moved = await freePort();
+    process.stdout.write(`port ${chosen} is taken; using ${moved} instead\n`);
+    chosen = moved;
+  }
+  portMap.set(port, chosen);
+  return chosen;
+}
+
+/** Places every `*_PORT` value, then points `host:port` addresses at where their port went. */
+async function placed(env: Record<string, string>): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env)) {
+    if (k.endsWith("_PORT") && /^\d+$/.test(v)) out[k] = String(await place(Number(v)));
+  }
+  for (const [k, v] of Object.entries(env)) {
+    if (k in out) continue;
+    const m = /^(127\.0\.0\.1|localhost):(\d+)$/.exec(v);
+    out[k] = m ? `${m[1]}:${await place(Number(m[2]))}` : v;
+  }
+  return out;
+}
+
+interface ServiceInfo {
+  name: string;
+  dir: string;
+  env: Record<string, string>;
+}
+
+async function discoverServices(): Promise<ServiceInfo[]> {
+  const dir = join(root, "services");
+  if (!existsSync(dir)) return [];
+  const found = readdirSync(dir)
+    .sort()
+    .flatMap((name) => {
+      const pkgPath = join(dir, name, "package.json");
+      if (!existsSync(pkgPath) || !existsSync(join(dir, name, "src/main.ts"))) return [];
+      const pkg = JSON.parse(readFileSync(pkgPath, "utf8")) as {
+        kairos?: { service?: boolean; env?: Record<string, string> };
+      };
+      if (pkg.kairos?.service !== true) return [];
+      return [{ name, dir: join(dir, name), env: pkg.kairos.env ?? {} }];
+    });
+  // Every service's own ports first, so an address pointing at one finds it placed.
+  for (const s of found) {
+    for (const [k, v] of Object.entries(s.env))
+      if (k.endsWith("_PORT") && /^\d+$/.test(v)) await place(Number(v));
+  }
+  for (const s of found) s.env = await placed(s.env);
+  return found;
+}
 
 /** The demo channel endpoint: counts POSTs per idempotency key, as a real channel would dedupe. */
 function startChannelEndpoint(port: number) {
@@ -98,10 +135,10 @@ function startChannelEndpoint(port: number) {
 const log = (msg: string) => process.stdout.write(`${msg}\n`);
 
 async function main() {
-  const services = discoverServices();
+  const services = await discoverServices();
   const dataDir = resolve(process.env.KAIROS_DATA_DIR ?? join(root, ".data", "nats"));
   mkdirSync(dataDir, { recursive: true });
-  const natsPort = (await portFree(4222 + offset)) ? 4222 + offset : await freePort();
+  const natsPort = await place(4222);
   log(`starting nats-server (JetStream, store ${dataDir}) on 127.0.0.1:${natsPort}`);
   log(`services: ${services.map((s) => s.name).join(", ") || "(none yet)"}`);
   const nats = await NatsServer.start({ port: natsPort, storeDir: dataDir });
@@ -130,8 +167,8 @@ async function main() {
   process.once("SIGINT", () => void stopAll(0));
   process.once("SIGTERM", () => void stopAll(0));
 
-  const channelPort = 8089 + offset;
-  if (await portFree(channelPort)) endpoint = await startChannelEndpoint(channelPort);
+  const channelPort = await place(8089);
+  endpoint = await startChannelEndpoint(channelPort);
 
   for (const info of services) {
     // One process per service (no tsx wrapper process), so signals reach it directly.

@@ -20,12 +20,12 @@ function alive(pid: number): boolean {
 describe("./kairos start", () => {
   it("brings up NATS and every service SERVING, and SIGTERM stops all of them leaving no process", async () => {
     const dataDir = await mkdtemp(join(tmpdir(), "kairos-start-"));
-    // Shifted ports so the test runs beside a developer's own mesh.
-    const offset = 1000 + 10 * Math.floor(Math.random() * 700);
+    // Every port free and below the ephemeral range, so the test runs beside a developer's own
+    // mesh and no client socket can take a port before its service binds it.
     const dev = startChild(join(root, "node_modules/.bin/tsx"), [join(root, "scripts/dev.ts"), "--no-demo"], {
       cwd: root,
       name: "kairos-start",
-      env: { ...process.env, KAIROS_PORT_OFFSET: String(offset), KAIROS_DATA_DIR: dataDir },
+      env: { ...process.env, KAIROS_PORTS: "free", KAIROS_DATA_DIR: dataDir },
     });
     try {
       await dev.waitForLine(/Ctrl-C stops everything/, 120_000);
