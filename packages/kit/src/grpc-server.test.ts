@@ -40,7 +40,15 @@ beforeAll(async () => {
       }),
       implement(ProfileService, { getProfile: notYet, batchGetProfiles: notYet, deleteProfile: notYet }),
       implement(SegmentService, { listMemberships: notYet, listSegmentMembers: notYet }),
-      implement(SuppressionService, { check: notYet, setConsent: notYet }),
+      implement(SuppressionService, {
+        check: notYet,
+        setConsent: notYet,
+        setPreferences: notYet,
+        cancel: notYet,
+        addToSuppressionList: notYet,
+        removeFromSuppressionList: notYet,
+        explain: notYet,
+      }),
       implement(DispatcherService, {
         getStatus: () => ({ channel: "web", freshnessSloMs: 100 }),
         subscribe: async function* (req) {

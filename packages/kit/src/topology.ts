@@ -25,6 +25,7 @@ export const subjects = {
   dispatch: (workspace: string, channel: string) => `kairos.dispatch.${workspace}.${channel}`,
   outcomes: (workspace: string, channel: string) => `kairos.outcomes.${workspace}.${channel}`,
   segments: (workspace: string, segment: string) => `kairos.segments.${workspace}.${segment}`,
+  cancels: (workspace: string) => `kairos.cancels.${workspace}`,
   dlq: (service: string) => `kairos.dlq.${service}`,
 } as const;
 
@@ -33,7 +34,8 @@ export function isSubjectToken(token: string): boolean {
   return /^[A-Za-z0-9_-]+$/.test(token);
 }
 
-export type StreamName = "EVENTS" | "PROFILES" | "SEGMENTS" | "INTENTS" | "DISPATCH" | "OUTCOMES" | "DLQ";
+export type StreamName =
+  "EVENTS" | "PROFILES" | "SEGMENTS" | "INTENTS" | "CANCELS" | "DISPATCH" | "OUTCOMES" | "DLQ";
 
 /** Stream declarations; `replicas` is applied at creation. */
 export const streams: Record<StreamName, Partial<StreamConfig> & { name: StreamName; subjects: string[] }> = {
@@ -65,6 +67,14 @@ export const streams: Record<StreamName, Partial<StreamConfig> & { name: StreamN
     retention: RetentionPolicy.Limits,
     max_age: nanos(7 * DAY),
     // Deterministic action ids: a replayed trigger yields the same id and is dropped here.
+    duplicate_window: nanos(HOUR),
+  },
+  CANCELS: {
+    name: "CANCELS",
+    subjects: ["kairos.cancels.>"],
+    retention: RetentionPolicy.Limits,
+    max_age: nanos(7 * DAY),
+    // Deterministic cancellation ids: a replayed exit cancels once.
     duplicate_window: nanos(HOUR),
   },
   DISPATCH: {
@@ -112,6 +122,7 @@ export const consumers = {
   segmentation: { stream: "PROFILES", durable: "segmentation", ...defaults },
   suppression: { stream: "INTENTS", durable: "suppression", ...defaults },
   suppressionOutcomes: { stream: "OUTCOMES", durable: "suppression-outcomes", ...defaults },
+  suppressionCancels: { stream: "CANCELS", durable: "suppression-cancels", ...defaults },
   /** One consumer per channel on the DISPATCH work queue. */
   dispatcher: (channel: string): ConsumerSpec => ({
     stream: "DISPATCH",

@@ -129,6 +129,21 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
           `unknown channel "${j.action.channel}"`,
         );
     });
+    try {
+      new Intl.DateTimeFormat("en-US", { timeZone: ws.timezone });
+    } catch {
+      problem(["workspaces", w, "timezone"], `unknown IANA time zone "${ws.timezone}"`);
+    }
+    const journeys = new Set(ws.journeys.map((j) => j.name));
+    ws.suppression.cancelOn.forEach((c, i) => {
+      c.journeys.forEach((name, k) => {
+        if (!journeys.has(name))
+          problem(
+            ["workspaces", w, "suppression", "cancelOn", i, "journeys", k],
+            `unknown journey "${name}"`,
+          );
+      });
+    });
   });
   if (problems.length > 0) throw new MeshConfigError(problems);
   return cfg;

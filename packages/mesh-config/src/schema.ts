@@ -105,6 +105,45 @@ export const computedTraitSchema = z
     path: ["property"],
   });
 
+/** A daily window of local time, `HH:MM`–`HH:MM` (may cross midnight). */
+const timeOfDay = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "must be a time of day HH:MM (00:00–23:59)");
+export const dailyWindowSchema = z
+  .object({ start: timeOfDay, end: timeOfDay })
+  .strict()
+  .refine((w) => w.start !== w.end, { message: "start and end must differ", path: ["end"] });
+
+/** Suppression policy of a workspace (channels add their own caps and quiet hours). */
+export const suppressionPolicySchema = z
+  .object({
+    /** Quiet hours in the customer's local time; channels may override or switch them off. */
+    quietHours: dailyWindowSchema.optional(),
+    /** At most this many actions per customer per local day, across every channel. */
+    dailyCap: z.number().int().positive().optional(),
+    /** At most this many actions per customer per rolling 7 days, across every channel. */
+    weeklyCap: z.number().int().positive().optional(),
+    /** Which of several actions due at once goes first when a cap leaves room for only some. */
+    capOrder: z.enum(["priority", "arrival"]).default("priority"),
+    /** Purposes that caps, quiet hours and contact preferences do not apply to. */
+    exemptPurposes: z.array(z.string()).default(["transactional"]),
+    /** A later event that cancels pending actions: of the named journeys, or with the given cancel keys. */
+    cancelOn: z
+      .array(
+        z
+          .object({
+            event: z.string().min(1),
+            journeys: z.array(token).default([]),
+            /** `{{profile_id}}` is replaced by the profile's id. */
+            cancelKeys: z.array(z.string().min(1)).default([]),
+          })
+          .strict()
+          .refine((c) => c.journeys.length + c.cancelKeys.length > 0, {
+            message: "name at least one journey or cancel key",
+          }),
+      )
+      .default([]),
+  })
+  .strict();
+
 export const workspaceSchema = z.object({
   id: token,
   /** Default IANA time zone for customers without one. */
@@ -114,6 +153,7 @@ export const workspaceSchema = z.object({
   journeys: z.array(journeySchema).default([]),
   identity: identitySchema.default(defaultIdentity),
   computedTraits: z.array(computedTraitSchema).default([]),
+  suppression: suppressionPolicySchema.default({}),
 });
 
 export const channelSchema = z.object({
@@ -123,6 +163,12 @@ export const channelSchema = z.object({
   freshnessSlo: duration,
   /** Per-profile daily cap (in the customer's time zone); none when absent. */
   dailyCap: z.number().int().positive().optional(),
+  /** Per-profile cap over a rolling 7 days; none when absent. */
+  weeklyCap: z.number().int().positive().optional(),
+  /** Overrides the workspace's quiet hours; `false`: none on this channel. */
+  quietHours: z.union([dailyWindowSchema, z.literal(false)]).optional(),
+  /** opt-out: contact unless the customer said no; opt-in: only after the customer said yes. */
+  consent: z.enum(["opt-out", "opt-in"]).default("opt-out"),
   webhook: z
     .object({
       url: z.string().url(),
@@ -146,3 +192,5 @@ export type ChannelConfig = z.output<typeof channelSchema>;
 export type IdentityConfig = z.output<typeof identitySchema>;
 export type ComputedTraitConfig = z.output<typeof computedTraitSchema>;
 export type IdentifierRule = z.output<typeof identifierRuleSchema>;
+export type SuppressionPolicy = z.output<typeof suppressionPolicySchema>;
+export type DailyWindow = z.output<typeof dailyWindowSchema>;

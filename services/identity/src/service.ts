@@ -78,6 +78,11 @@ export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.
     mergedFrom: p.mergedFrom,
     createdAt: timestampFromMs(p.createdAtMs),
     updatedAt: timestampFromMs(p.updatedAtMs),
+    traitTimes: Object.fromEntries(
+      Object.entries(p.traitTimes ?? {})
+        .filter(([k]) => p.traits[k] !== undefined)
+        .map(([k, ms]) => [k, timestampFromMs(ms)]),
+    ),
   });
 }
 

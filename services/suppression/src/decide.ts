@@ -1,52 +1,123 @@
 /**
- * The suppression decision, as a pure function of the facts: is the action
- * still relevant, may this customer be contacted on this channel for this
- * purpose, and is there room under the channel's daily cap today (in the
- * customer's time zone)? The first rule that says no gives the reason.
+ * The suppression decision, as a pure function of the facts: may this action
+ * reach this customer on this channel now, later, or never — and why.
  *
- * Nothing here knows NATS or gRPC: the service gathers the facts (profile,
- * consent records, today's cap ledger) and acts on the verdict.
+ * The rules, in the order they are applied (the first that says no gives the reason):
+ *   1. cancelled    — a cancellation of one of its keys came after it was intended
+ *   2. expired      — its relevance deadline (`not_after`) has passed
+ *   3. unknown_profile
+ *   4. suppression_list — an identifier of the profile is listed for the channel
+ *   5. opted_out / no_consent — the opt_out trait, or the latest consent record
+ *   6. not_preferred_channel — the customer's preferred channels exclude this one
+ *   7. scheduled (defer) — its `not_before` is still ahead
+ *   8. quiet_hours (defer, or expire when the deadline comes first)
+ *   9. caps — per channel per local day / rolling week, across channels, and the
+ *      customer's own weekly preference
+ * Exempt purposes (transactional by default) skip 6, 8 and 9, and need only
+ * consent for their own purpose.
+ *
+ * Nothing here knows NATS or gRPC: the service gathers the facts and acts on the verdict.
  */
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Intent, Profile } from "@kairos/contracts";
+import type { ChannelConfig, SuppressionPolicy } from "@kairos/mesh-config";
+import { isTimeZone, localDay, windowEnd, type DailyWindow } from "./local-time.js";
+
+export { isTimeZone, localDay } from "./local-time.js";
+
+const WEEK = 7 * 86_400_000;
 
 /** What of an intent the decision reads (a `Check` call builds one without the rest). */
-export type IntentFacts = Pick<Intent, "actionId" | "channel" | "purpose" | "notAfter">;
+export type IntentFacts = Pick<Intent, "actionId" | "channel" | "purpose" | "notAfter"> &
+  Partial<Pick<Intent, "notBefore" | "intendedAt" | "cancelKeys" | "priority">>;
 
 /** What of a profile the decision reads; `undefined` means identity has no such profile. */
-export type ProfileFacts = Pick<Profile, "traits">;
+export type ProfileFacts = Pick<Profile, "traits"> & Partial<Pick<Profile, "traitTimes" | "identifiers">>;
 
-/** One recorded consent of the profile for the intent's channel. */
+/** One consent statement: for a purpose (`""` = every purpose but the exempt ones), with its time. */
 export interface ConsentRecord {
-  /** The purpose it covers; `""` covers every purpose. */
   purpose: string;
   granted: boolean;
-  /** Where the customer said so, e.g. "preference-centre". */
+  /** Where the customer said so, e.g. "preference-centre" or "trait consent_email". */
   source: string;
+  atMs: number;
 }
 
-/** The channel's daily cap and the ledger of one local day, as read from the store. */
-export interface CapState {
-  /** The channel's per-profile daily cap; undefined means none. */
-  dailyCap: number | undefined;
-  /** The local day (`YYYY-MM-DD`) the ledger below belongs to. */
-  day: string;
-  /** Action ids already counted on that day. */
-  counted: readonly string[];
+/** An action counted against the caps. */
+export interface SentEntry {
+  id: string;
+  channel: string;
+  atMs: number;
 }
 
-/** Machine-readable reasons of a suppression, as they appear in `Outcome.reason`. */
-export type SuppressReason = "unknown_profile" | "opted_out" | "daily_cap";
+/** The customer's contact preferences. */
+export interface Preferences {
+  /** Channels they want to be contacted on; empty: any. */
+  channels: string[];
+  /** Non-exempt contacts per rolling week they accept; 0: no limit of their own. */
+  maxPerWeek: number;
+  source: string;
+  atMs: number;
+}
+
+/**
+ * Everything suppression keeps about one profile, in one record written by
+ * compare-and-set, so a cap slot, a consent change and a cancellation never
+ * race each other.
+ */
+export interface ContactState {
+  /** `<channel>|<purpose>` → the latest statement recorded through the API. */
+  consent: Record<string, ConsentRecord>;
+  preferences?: Preferences;
+  /** Actions counted against caps within the last 8 days. */
+  sent: SentEntry[];
+  /** Cancel key → when it was cancelled (kept 8 days). */
+  cancelled: Record<string, { atMs: number; reason: string }>;
+}
+
+export const emptyContact = (): ContactState => ({ consent: {}, sent: [], cancelled: {} });
+
+/** A suppression-list entry that applies to the profile on the channel. */
+export interface ListedEntry {
+  /** The identifier's type and value. */
+  type: string;
+  value: string;
+  /** The channel, or `*` for every channel. */
+  channel: string;
+  reason: string;
+}
+
+/** The channel and workspace rules the decision applies. */
+export interface Policy {
+  workspaceTz: string;
+  channel: Pick<ChannelConfig, "name" | "dailyCap" | "weeklyCap" | "quietHours" | "consent">;
+  workspace: Pick<SuppressionPolicy, "quietHours" | "dailyCap" | "weeklyCap" | "exemptPurposes">;
+}
+
+/** Machine-readable reasons, as they appear in `Outcome.reason`. */
+export type SuppressReason =
+  | "unknown_profile"
+  | "suppression_list"
+  | "opted_out"
+  | "no_consent"
+  | "not_preferred_channel"
+  | "daily_cap"
+  | "weekly_cap"
+  | "workspace_daily_cap"
+  | "workspace_weekly_cap"
+  | "preferred_frequency";
 
 export type Verdict =
   | {
       kind: "dispatch";
-      /** Set when the action takes a slot in this day's ledger; absent when uncapped or already counted. */
-      count?: { day: string };
+      /** True when the action takes a cap slot (it is not exempt, some cap applies, and it was not counted before). */
+      count: boolean;
     }
+  | { kind: "defer"; reason: "scheduled" | "quiet_hours"; untilMs: number; detail: string }
   | { kind: "suppress"; reason: SuppressReason; detail: string }
-  | { kind: "expire"; reason: "expired"; detail: string };
+  | { kind: "expire"; reason: "expired" | "quiet_hours"; detail: string }
+  | { kind: "cancel"; reason: "cancelled"; detail: string };
 
 /** The channels a profile opted out of, from its `opt_out` trait (a list, or one string). */
 export function optOuts(traits: JsonObject | undefined): string[] {
@@ -56,107 +127,250 @@ export function optOuts(traits: JsonObject | undefined): string[] {
   return [];
 }
 
-/**
- * The consent record that applies to `purpose`: a purpose-specific record wins
- * over the all-purposes one; undefined when the customer never said.
- */
-export function applicableConsent(
-  records: readonly ConsentRecord[],
-  purpose: string,
-): ConsentRecord | undefined {
-  return (
-    (purpose === "" ? undefined : records.find((r) => r.purpose === purpose)) ??
-    records.find((r) => r.purpose === "")
-  );
-}
-
-/** Whether `tz` is an IANA time zone this runtime knows. */
-export function isTimeZone(tz: string): boolean {
-  try {
-    new Intl.DateTimeFormat("en-CA", { timeZone: tz });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** The customer's time zone: the `timezone` trait when valid, else the workspace's. */
 export function timeZoneOf(profile: ProfileFacts | undefined, workspaceTz: string): string {
   const tz = profile?.traits?.timezone;
   return typeof tz === "string" && tz !== "" && isTimeZone(tz) ? tz : workspaceTz;
 }
 
-const dayFormats = new Map<string, Intl.DateTimeFormat>();
-
-/** The calendar day (`YYYY-MM-DD`) at `ms` in time zone `tz`. */
-export function localDay(ms: number, tz: string): string {
-  let f = dayFormats.get(tz);
-  if (f === undefined) {
-    // en-CA formats dates as YYYY-MM-DD.
-    f = new Intl.DateTimeFormat("en-CA", { timeZone: tz, year: "numeric", month: "2-digit", day: "2-digit" });
-    dayFormats.set(tz, f);
-  }
-  return f.format(ms);
-}
-
-/** The day whose cap ledger an action decided at `nowMs` counts against. */
+/** The local day (`YYYY-MM-DD`) that caps count an action decided at `nowMs` against. */
 export function capDay(profile: ProfileFacts | undefined, nowMs: number, workspaceTz: string): string {
   return localDay(nowMs, timeZoneOf(profile, workspaceTz));
 }
 
+const msOf = (t: Timestamp | undefined) => (t === undefined ? undefined : timestampMs(t));
+
 /**
- * Decides one intent.
+ * The consent statements of the profile for a channel: those recorded through
+ * the API, and the trait `consent_<channel>` (`true`/`false` for every
+ * purpose, or `{ "<purpose>": true|false }`), timed by when the trait was set.
+ */
+export function consentRecords(
+  profile: ProfileFacts | undefined,
+  contact: ContactState,
+  channel: string,
+): ConsentRecord[] {
+  const out = Object.entries(contact.consent)
+    .filter(([k]) => k.startsWith(`${channel}|`))
+    .map(([, r]) => r);
+  const key = `consent_${channel}`;
+  const trait = profile?.traits?.[key];
+  const atMs = msOf(profile?.traitTimes?.[key]) ?? 0;
+  const source = `trait ${key}`;
+  if (typeof trait === "boolean") out.push({ purpose: "", granted: trait, source, atMs });
+  else if (trait !== null && typeof trait === "object" && !Array.isArray(trait)) {
+    for (const [purpose, granted] of Object.entries(trait)) {
+      if (typeof granted === "boolean") out.push({ purpose, granted, source, atMs });
+    }
+  }
+  return out;
+}
+
+/**
+ * The statement that decides `purpose`: the latest of those for the purpose
+ * itself and (unless the purpose is exempt) those for every purpose.
+ */
+export function applicableConsent(
+  records: readonly ConsentRecord[],
+  purpose: string,
+  exempt: boolean,
+): ConsentRecord | undefined {
+  let best: ConsentRecord | undefined;
+  for (const r of records) {
+    const applies = r.purpose === purpose || (r.purpose === "" && !exempt);
+    // On a tie the more specific statement wins.
+    if (applies && (best === undefined || r.atMs > best.atMs || (r.atMs === best.atMs && r.purpose !== "")))
+      best = r;
+  }
+  return best;
+}
+
+/** The caps that apply to a non-exempt action on the channel, with the entries each counts. */
+function capRules(policy: Policy, contact: ContactState, channel: string, nowMs: number, tz: string) {
+  const today = localDay(nowMs, tz);
+  const week = contact.sent.filter((e) => e.atMs > nowMs - WEEK);
+  const todays = week.filter((e) => localDay(e.atMs, tz) === today);
+  const onChannel = (list: SentEntry[]) => list.filter((e) => e.channel === channel);
+  const rules: { reason: SuppressReason; limit: number | undefined; counted: SentEntry[]; what: string }[] = [
+    { reason: "daily_cap", limit: policy.channel.dailyCap, counted: onChannel(todays), what: `on ${today}` },
+    {
+      reason: "weekly_cap",
+      limit: policy.channel.weeklyCap,
+      counted: onChannel(week),
+      what: "in the last 7 days",
+    },
+    {
+      reason: "workspace_daily_cap",
+      limit: policy.workspace.dailyCap,
+      counted: todays,
+      what: `across channels on ${today}`,
+    },
+    {
+      reason: "workspace_weekly_cap",
+      limit: policy.workspace.weeklyCap,
+      counted: week,
+      what: "across channels in the last 7 days",
+    },
+    {
+      reason: "preferred_frequency",
+      limit: contact.preferences?.maxPerWeek || undefined,
+      counted: week,
+      what: "in the last 7 days, as the customer asked",
+    },
+  ];
+  return rules.filter((r) => r.limit !== undefined);
+}
+
+/**
+ * Decides one action.
  *
- * @param intent the action (its deadline, channel, purpose and id)
+ * @param intent the action
  * @param profile the customer, or undefined when identity has none
- * @param consent the customer's consent records for the intent's channel
- * @param cap the channel's cap and the ledger the caller read (normally of `capDay(profile, now, tz)`)
+ * @param contact suppression's record of the customer (consent, preferences, counted sends, cancellations)
+ * @param listed suppression-list entries that match the customer's identifiers on this channel
+ * @param policy the channel's and workspace's rules
  * @param nowMs the decision time
- * @param workspaceTz the workspace's IANA time zone, used when the profile has none
  */
 export function decide(
   intent: IntentFacts,
   profile: ProfileFacts | undefined,
-  consent: readonly ConsentRecord[],
-  cap: CapState,
+  contact: ContactState,
+  listed: readonly ListedEntry[],
+  policy: Policy,
   nowMs: number,
-  workspaceTz: string,
 ): Verdict {
-  if (intent.notAfter !== undefined && nowMs > timestampMs(intent.notAfter)) {
-    return {
-      kind: "expire",
-      reason: "expired",
-      detail: `relevant until ${new Date(timestampMs(intent.notAfter)).toISOString()}`,
-    };
+  const intendedMs = msOf(intent.intendedAt) ?? 0;
+  for (const key of intent.cancelKeys ?? []) {
+    const c = contact.cancelled[key];
+    if (c !== undefined && c.atMs >= intendedMs) {
+      return { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` };
+    }
+  }
+  const notAfter = msOf(intent.notAfter);
+  if (notAfter !== undefined && nowMs > notAfter) {
+    return { kind: "expire", reason: "expired", detail: `relevant until ${iso(notAfter)}` };
   }
   if (profile === undefined)
     return { kind: "suppress", reason: "unknown_profile", detail: "no such profile" };
+  const exempt = policy.workspace.exemptPurposes.includes(intent.purpose);
+
+  const list = listed.find((l) => !exempt || l.reason !== "unsubscribed");
+  if (list !== undefined) {
+    return {
+      kind: "suppress",
+      reason: "suppression_list",
+      detail: `${list.type} ${list.reason}${list.channel === "*" ? " on every channel" : ""}`,
+    };
+  }
+
   const out = optOuts(profile.traits);
-  if (out.includes(intent.channel) || out.includes("all")) {
+  if (!exempt && (out.includes(intent.channel) || out.includes("all"))) {
     return { kind: "suppress", reason: "opted_out", detail: "opt_out trait" };
   }
-  const c = applicableConsent(consent, intent.purpose);
-  if (c !== undefined && !c.granted) {
+  const consent = applicableConsent(consentRecords(profile, contact, intent.channel), intent.purpose, exempt);
+  if (consent !== undefined && !consent.granted) {
     return {
       kind: "suppress",
       reason: "opted_out",
-      detail: `consent withdrawn${c.purpose === "" ? "" : ` for ${c.purpose}`}${c.source === "" ? "" : ` (${c.source})`}`,
+      detail: `consent withdrawn${consent.purpose === "" ? "" : ` for ${consent.purpose}`}${consent.source === "" ? "" : ` (${consent.source})`}`,
     };
   }
-  if (cap.dailyCap === undefined) return { kind: "dispatch" };
-  const today = capDay(profile, nowMs, workspaceTz);
-  // A ledger of another local day (read across midnight) says nothing about today.
-  const counted = cap.day === today ? cap.counted : [];
-  // An action counted before (a redelivery) keeps its slot; it does not take a second one.
-  if (intent.actionId !== "" && counted.includes(intent.actionId)) return { kind: "dispatch" };
-  if (counted.length >= cap.dailyCap) {
+  if (consent === undefined && policy.channel.consent === "opt-in") {
     return {
       kind: "suppress",
-      reason: "daily_cap",
-      detail: `${counted.length} of ${cap.dailyCap} on ${today}`,
+      reason: "no_consent",
+      detail: `${intent.channel} needs opt-in consent for ${intent.purpose || "this purpose"}`,
     };
   }
-  return { kind: "dispatch", count: { day: today } };
+
+  const prefs = contact.preferences;
+  if (
+    !exempt &&
+    prefs !== undefined &&
+    prefs.channels.length > 0 &&
+    !prefs.channels.includes(intent.channel)
+  ) {
+    return {
+      kind: "suppress",
+      reason: "not_preferred_channel",
+      detail: `prefers ${prefs.channels.join(", ")}`,
+    };
+  }
+
+  const notBefore = msOf(intent.notBefore);
+  if (notBefore !== undefined && notBefore > nowMs) {
+    if (notAfter !== undefined && notAfter < notBefore) {
+      return {
+        kind: "expire",
+        reason: "expired",
+        detail: `relevant until ${iso(notAfter)}, due ${iso(notBefore)}`,
+      };
+    }
+    return { kind: "defer", reason: "scheduled", untilMs: notBefore, detail: `due ${iso(notBefore)}` };
+  }
+
+  const tz = timeZoneOf(profile, policy.workspaceTz);
+  if (!exempt) {
+    const quiet: DailyWindow | undefined =
+      policy.channel.quietHours === false
+        ? undefined
+        : (policy.channel.quietHours ?? policy.workspace.quietHours);
+    const end = quiet === undefined ? undefined : windowEnd(nowMs, tz, quiet);
+    if (quiet !== undefined && end !== undefined) {
+      const window = `${quiet.start}–${quiet.end} ${tz}`;
+      if (notAfter !== undefined && notAfter < end) {
+        return {
+          kind: "expire",
+          reason: "quiet_hours",
+          detail: `quiet hours ${window} last past its deadline ${iso(notAfter)}`,
+        };
+      }
+      return { kind: "defer", reason: "quiet_hours", untilMs: end, detail: `quiet hours ${window}` };
+    }
+  }
+
+  if (exempt) return { kind: "dispatch", count: false };
+  // An action counted before (a redelivery) keeps its slot; it does not take a second one.
+  if (intent.actionId !== "" && contact.sent.some((e) => e.id === intent.actionId)) {
+    return { kind: "dispatch", count: false };
+  }
+  const rules = capRules(policy, contact, intent.channel, nowMs, tz);
+  for (const r of rules) {
+    if (r.counted.length >= (r.limit ?? Infinity)) {
+      return { kind: "suppress", reason: r.reason, detail: `${r.counted.length} of ${r.limit} ${r.what}` };
+    }
+  }
+  return { kind: "dispatch", count: rules.length > 0 };
+}
+
+/** Records a counted send, dropping entries no cap can see any more (older than 8 days). */
+export function withSent(contact: ContactState, entry: SentEntry): ContactState {
+  const horizon = entry.atMs - WEEK - 86_400_000;
+  return { ...contact, sent: [...contact.sent.filter((e) => e.atMs > horizon), entry] };
+}
+
+/** Records cancelled keys, dropping cancellations older than 8 days. */
+export function withCancelled(
+  contact: ContactState,
+  keys: readonly string[],
+  atMs: number,
+  reason: string,
+): ContactState {
+  const horizon = atMs - WEEK - 86_400_000;
+  const cancelled = Object.fromEntries(Object.entries(contact.cancelled).filter(([, c]) => c.atMs > horizon));
+  for (const k of keys) {
+    const prev = cancelled[k];
+    if (prev === undefined || prev.atMs < atMs) cancelled[k] = { atMs, reason };
+  }
+  return { ...contact, cancelled };
+}
+
+/** Records a consent statement made through the API; an older one than what is recorded changes nothing. */
+export function withConsent(contact: ContactState, channel: string, r: ConsentRecord): ContactState {
+  const key = `${channel}|${r.purpose}`;
+  const prev = contact.consent[key];
+  if (prev !== undefined && prev.atMs > r.atMs) return contact;
+  return { ...contact, consent: { ...contact.consent, [key]: r } };
 }
 
 /**
@@ -173,3 +387,5 @@ export function dueAtOf(
   const scheduled = reference === undefined || timestampMs(notBefore) > timestampMs(reference);
   return scheduled ? notBefore : (eventReceivedAt ?? notBefore);
 }
+
+const iso = (ms: number) => new Date(ms).toISOString();

@@ -9,15 +9,24 @@ export {
 export {
   applicableConsent,
   capDay,
+  consentRecords,
   decide,
+  dueAtOf,
+  emptyContact,
   localDay,
   optOuts,
   timeZoneOf,
-  type CapState,
+  withCancelled,
+  withConsent,
+  withSent,
   type ConsentRecord,
+  type ContactState,
   type IntentFacts,
+  type ListedEntry,
+  type Policy,
   type ProfileFacts,
   type SuppressReason,
   type Verdict,
 } from "./decide.js";
+export { instantOf, wallTime, windowEnd, type DailyWindow, type WallTime } from "./local-time.js";
 export { grpcProfileLookup, type ProfileLookup } from "./profiles.js";

@@ -1,23 +1,32 @@
 /**
- * The suppression service: every intent passes here. It expires what is past
- * its deadline, suppresses what opt-outs, consent or the daily cap forbid,
- * and hands the rest to the channel's dispatcher as a `Dispatch`.
+ * The suppression service: every intended action passes here, and is checked
+ * again when it is about to go. It dispatches what may go now, defers what must
+ * wait (not_before, quiet hours) in a durable store and releases it when due,
+ * and suppresses, expires or cancels the rest — every decision with its reason
+ * on OUTCOMES and in the decision log that `Explain` reads.
+ *
+ * Consumers: INTENTS (decide), CANCELS (withdraw pending actions) and, when a
+ * workspace has `cancelOn` rules, PROFILES (a later event that cancels).
  */
+import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Counter } from "prom-client";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
+import { Counter, Gauge, Histogram } from "prom-client";
 import {
+  CancellationSchema,
   Decision,
   DispatchSchema,
   IntentSchema,
   OutcomeSchema,
   OutcomeStatus,
+  ProfileChangedSchema,
   SuppressionService,
+  type Cancellation,
   type Intent,
   type Profile,
 } from "@kairos/contracts";
-import { loadMeshConfig, type ChannelConfig } from "@kairos/mesh-config";
+import { loadMeshConfig, type ChannelConfig, type SuppressionPolicy } from "@kairos/mesh-config";
 import {
   consumers,
   env,
@@ -27,14 +36,25 @@ import {
   PermanentError,
   runtimeConfig,
   startService,
+  type ConsumerSpec,
   type ServiceHandle,
   type StartOptions as KitStartOptions,
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { capDay, decide, dueAtOf, type IntentFacts, type Verdict } from "./decide.js";
+import {
+  decide,
+  dueAtOf,
+  withCancelled,
+  withConsent,
+  withSent,
+  type IntentFacts,
+  type Policy,
+  type Verdict,
+} from "./decide.js";
+import { DeferredIndex, ListIndex, type DeferredRef } from "./indexes.js";
 import { grpcProfileLookup, type ProfileLookup } from "./profiles.js";
-import { SuppressionStores, WriteConflict } from "./stores.js";
+import { SuppressionStores, WriteConflict, type DeferredEntry } from "./stores.js";
 
 /** Environment variables of the suppression service. */
 export const configSpec = {
@@ -45,6 +65,8 @@ export const configSpec = {
   IDENTITY_GRPC_ADDR: env.string("127.0.0.1:50052"),
   IDENTITY_TIMEOUT: env.duration(2000),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+  /** How often deferred actions are looked at; they go at most this late. */
+  RELEASE_INTERVAL: env.duration(100),
 };
 
 export type SuppressionConfig = ConfigOf<typeof configSpec>;
@@ -57,16 +79,31 @@ export interface StartOptions extends KitStartOptions {
   profiles?: ProfileLookup;
 }
 
-/** Compare-and-set attempts on a cap ledger before the intent is handed back for redelivery. */
+/** Compare-and-set attempts on a contact record before the intent is handed back for redelivery. */
 const CAS_ATTEMPTS = 10;
 
-/** What a decision was made about: an intent, or a `Check` request. */
+/** The PROFILES consumer that applies `cancelOn` rules. */
+const profilesConsumer: ConsumerSpec = {
+  ...consumers.suppression,
+  stream: "PROFILES",
+  durable: "suppression-profiles",
+};
+
+/** What a decision is about: an intent, or a `Check` request. */
 interface Question extends IntentFacts {
   workspace: string;
   profileId: string;
 }
 
-/** Starts the suppression service: the INTENTS consumer and `SuppressionService` over gRPC. */
+const statusOf = {
+  dispatch: OutcomeStatus.DISPATCHED,
+  defer: OutcomeStatus.DEFERRED,
+  suppress: OutcomeStatus.SUPPRESSED,
+  expire: OutcomeStatus.EXPIRED,
+  cancel: OutcomeStatus.CANCELLED,
+} as const;
+
+/** Starts the suppression service: its consumers, the release loop and `SuppressionService` over gRPC. */
 export async function startSuppression(
   cfg: SuppressionConfig,
   opts: StartOptions = {},
@@ -74,103 +111,148 @@ export async function startSuppression(
   const clock = opts.clock ?? Date.now;
   const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
   const channels = new Map<string, ChannelConfig>(mesh.channels.map((c) => [c.name, c]));
-  const timeZones = new Map(mesh.workspaces.map((w) => [w.id, w.timezone]));
+  const workspaces = new Map(mesh.workspaces.map((w) => [w.id, w]));
+  const defaultPolicy: SuppressionPolicy = {
+    capOrder: "priority",
+    exemptPurposes: ["transactional"],
+    cancelOn: [],
+  };
   return startService("suppression", cfg, opts, async (runtime) => {
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
-    runtime.addReadinessCheck({ name: "suppression-stores", check: () => stores.ping() });
     const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
+    const registers = [runtime.metrics.registry];
     const decisions = new Counter({
       name: "kairos_suppression_decisions_total",
-      help: "Decisions on intents, by channel, verdict and reason.",
+      help: "Decisions on actions, by channel, verdict and reason.",
       labelNames: ["channel", "verdict", "reason"],
-      registers: [runtime.metrics.registry],
+      registers,
     });
-    // One profile's intents one at a time in this process: fewer cap-ledger conflicts.
+    const releaseLateness = new Histogram({
+      name: "kairos_suppression_release_lateness_seconds",
+      help: "How late deferred actions were looked at again, after the time they were held until.",
+      buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers,
+    });
+    // One profile's actions one at a time in this process: fewer contact-record conflicts.
     const lock = new KeyedLock();
+
+    // The in-memory views of the deferred actions and the suppression lists.
+    const deferred = new DeferredIndex();
+    const lists = new ListIndex();
+    new Gauge({
+      name: "kairos_suppression_deferred",
+      help: "Actions held until a later time (quiet hours, not_before).",
+      registers,
+      collect() {
+        this.set(deferred.size);
+      },
+    });
+    new Gauge({
+      name: "kairos_suppression_list_entries",
+      help: "Identifiers on suppression lists.",
+      registers,
+      collect() {
+        this.set(lists.size);
+      },
+    });
+    const watches = await Promise.all([
+      stores.deferredKv.watch({ key: ">" }),
+      stores.listsKv.watch({ key: ">" }),
+    ]);
+    const [deferredWatch, listWatch] = watches;
+    void (async () => {
+      for await (const e of deferredWatch) deferred.apply(e.key, SuppressionStores.parseDeferred(e));
+    })();
+    void (async () => {
+      for await (const e of listWatch) lists.apply(e.key, SuppressionStores.parseList(e));
+    })();
+    runtime.lifecycle.add("connections", "kv-watches", () => {
+      for (const w of watches) w.stop();
+    });
+    runtime.addReadinessCheck({ name: "suppression-stores", check: () => stores.ping() });
 
     const channelOf = (name: string): ChannelConfig => {
       const c = channels.get(name);
       if (c === undefined) throw new PermanentError(`unknown channel ${JSON.stringify(name)}`);
       return c;
     };
+    const policyOf = (workspace: string, channel: ChannelConfig): Policy => {
+      const ws = workspaces.get(workspace);
+      return { workspaceTz: ws?.timezone ?? "UTC", channel, workspace: ws?.suppression ?? defaultPolicy };
+    };
 
     /**
-     * Gathers the facts and decides. With `take`, a dispatch verdict also takes
-     * its cap slot (compare-and-set, re-deciding on a conflict); `Check` does not.
+     * Gathers the facts and decides. With `take`, a dispatch that counts against
+     * a cap records itself in the contact record (compare-and-set, re-deciding
+     * on a conflict); `Check` does not.
      */
     const judge = async (
       q: Question,
       take: boolean,
     ): Promise<{ verdict: Verdict; profile: Profile | undefined; decidedAtMs: number }> => {
       const channel = channelOf(q.channel);
-      const workspaceTz = timeZones.get(q.workspace) ?? "UTC";
+      const policy = policyOf(q.workspace, channel);
       const profile = await profiles.get(q.workspace, q.profileId);
-      // After a merge identity answers with the survivor: its consent and its cap apply.
+      // After a merge identity answers with the survivor: its record applies.
       const profileId = profile?.profileId || q.profileId;
-      const consent = await stores.consentFor(q.workspace, profileId, q.channel, q.purpose);
+      const listed = lists.matching(q.workspace, q.channel, profile?.identifiers ?? [], (...a) =>
+        stores.listKey(...a),
+      );
       for (let attempt = 1; ; attempt++) {
         const now = clock();
-        const day = capDay(profile, now, workspaceTz);
-        const key = stores.capKey(q.workspace, q.channel, profileId, day);
-        const ledger =
-          channel.dailyCap === undefined || profile === undefined
-            ? { ids: [], revision: 0 }
-            : await stores.counted(key);
-        const verdict = decide(
-          q,
-          profile,
-          consent,
-          { dailyCap: channel.dailyCap, day, counted: ledger.ids },
-          now,
-          workspaceTz,
-        );
-        if (!take || verdict.kind !== "dispatch" || verdict.count === undefined) {
+        const { state, revision } = await stores.contact(q.workspace, profileId);
+        const verdict = decide(q, profile, state, listed, policy, now);
+        if (!take || verdict.kind !== "dispatch" || !verdict.count)
           return { verdict, profile, decidedAtMs: now };
-        }
         try {
-          // decide() counts on the same local day as `capDay`, so `key` is the ledger to extend.
-          await stores.count(key, ledger.ids, q.actionId, ledger.revision);
+          await stores.putContact(
+            q.workspace,
+            profileId,
+            withSent(state, { id: q.actionId, channel: q.channel, atMs: now }),
+            revision,
+          );
           return { verdict, profile, decidedAtMs: now };
         } catch (e) {
-          // Another replica counted for this profile meanwhile: read the ledger again.
+          // Another replica changed this customer's record meanwhile: read it again.
           if (e instanceof WriteConflict && attempt < CAS_ATTEMPTS) continue;
           throw e;
         }
       }
     };
 
-    const handleIntent = async (intent: Intent) => {
-      const { verdict, profile, decidedAtMs } = await judge(intent, true);
+    const record = async (intent: Intent, verdict: Verdict, decidedAtMs: number) => {
       decisions.inc({
         channel: intent.channel,
         verdict: verdict.kind,
         reason: verdict.kind === "dispatch" ? "" : verdict.reason,
       });
-      if (verdict.kind === "dispatch") {
-        const dueAt = dueAtOf(intent);
-        await runtime.publisher.publishMessage(
-          subjects.dispatch(intent.workspace, intent.channel),
-          DispatchSchema,
-          create(DispatchSchema, {
-            intent,
-            decision: "allow",
-            destinations: profile?.identifiers ?? [],
-            dueAt,
-            decidedAt: timestampFromMs(decidedAtMs),
-            profileTraits: profile?.traits ?? {},
-          }),
-          // A redelivered intent (already counted) is published again under the same id: stored once.
-          { msgID: intent.actionId },
-        );
-        return;
-      }
-      const status = verdict.kind === "expire" ? OutcomeStatus.EXPIRED : OutcomeStatus.SUPPRESSED;
-      runtime.logger.debug(
-        { actionId: intent.actionId, channel: intent.channel, reason: verdict.reason },
-        "intent not dispatched",
-      );
+      await stores.recordDecision(intent.workspace, intent.profileId, intent.channel, {
+        actionId: intent.actionId,
+        journey: intent.journey,
+        status: OutcomeStatus[statusOf[verdict.kind]],
+        reason: verdict.kind === "dispatch" ? "allowed" : verdict.reason,
+        detail:
+          verdict.kind === "dispatch"
+            ? verdict.count
+              ? "counted against caps"
+              : "no cap applies"
+            : verdict.detail,
+        decidedAtMs,
+        priority: intent.priority,
+        purpose: intent.purpose,
+      });
+    };
+
+    const publishOutcome = async (
+      intent: Intent,
+      status: OutcomeStatus,
+      reason: string,
+      detail: string,
+      decidedAtMs: number,
+      msgID: string,
+    ) => {
       await runtime.publisher.publishMessage(
         subjects.outcomes(intent.workspace, intent.channel),
         OutcomeSchema,
@@ -181,17 +263,120 @@ export async function startSuppression(
           channel: intent.channel,
           journey: intent.journey,
           status,
-          reason: verdict.reason,
-          detail: verdict.detail,
+          reason,
+          detail,
           times: {
             eventReceivedAt: intent.eventReceivedAt,
             intendedAt: intent.intendedAt,
             decidedAt: timestampFromMs(decidedAtMs),
           },
         }),
-        { msgID: `${intent.actionId}:${OutcomeStatus[status]}` },
+        { msgID },
       );
     };
+
+    /**
+     * Acts on a verdict: dispatches, defers (durably), or publishes the outcome.
+     * `heldUntilMs` is set when the action comes out of the deferred store.
+     */
+    const settle = async (
+      intent: Intent,
+      verdict: Verdict,
+      profile: Profile | undefined,
+      decidedAtMs: number,
+      heldUntilMs?: number,
+    ): Promise<void> => {
+      const key = stores.deferredKey(intent.workspace, intent.actionId);
+      if (verdict.kind === "defer") {
+        const entry: DeferredEntry = {
+          workspace: intent.workspace,
+          profileId: profile?.profileId || intent.profileId,
+          actionId: intent.actionId,
+          untilMs: verdict.untilMs,
+          reason: verdict.reason,
+          priority: intent.priority,
+          intendedAtMs: intent.intendedAt === undefined ? decidedAtMs : timestampMs(intent.intendedAt),
+          cancelKeys: intent.cancelKeys,
+          intent: Buffer.from(toBinary(IntentSchema, intent)).toString("base64"),
+        };
+        await stores.putDeferred(entry);
+        deferred.apply(key, entry);
+        await Promise.all([
+          record(intent, verdict, decidedAtMs),
+          publishOutcome(
+            intent,
+            OutcomeStatus.DEFERRED,
+            verdict.reason,
+            `${verdict.detail}; held until ${new Date(verdict.untilMs).toISOString()}`,
+            decidedAtMs,
+            `${intent.actionId}:DEFERRED:${verdict.untilMs}`,
+          ),
+        ]);
+        // A cancellation that came while this was being deferred did not see it: look again.
+        const { state } = await stores.contact(entry.workspace, entry.profileId);
+        const cancelledKey = intent.cancelKeys.find(
+          (k) => (state.cancelled[k]?.atMs ?? -1) >= entry.intendedAtMs,
+        );
+        if (cancelledKey !== undefined) {
+          const c = state.cancelled[cancelledKey];
+          await settle(
+            intent,
+            { kind: "cancel", reason: "cancelled", detail: `${cancelledKey} cancelled (${c?.reason ?? ""})` },
+            profile,
+            clock(),
+            verdict.untilMs,
+          );
+        }
+        return;
+      }
+      if (verdict.kind === "dispatch") {
+        const due = dueAtOf(intent);
+        const dueAt =
+          heldUntilMs !== undefined && (due === undefined || timestampMs(due) < heldUntilMs)
+            ? timestampFromMs(heldUntilMs)
+            : due;
+        await Promise.all([
+          record(intent, verdict, decidedAtMs),
+          runtime.publisher.publishMessage(
+            subjects.dispatch(intent.workspace, intent.channel),
+            DispatchSchema,
+            create(DispatchSchema, {
+              intent,
+              decision: "allow",
+              destinations: profile?.identifiers ?? [],
+              dueAt,
+              decidedAt: timestampFromMs(decidedAtMs),
+              profileTraits: profile?.traits ?? {},
+            }),
+            // A redelivered intent (already counted) is published again under the same id: stored once.
+            { msgID: intent.actionId },
+          ),
+        ]);
+      } else {
+        const status = statusOf[verdict.kind];
+        runtime.logger.debug(
+          { actionId: intent.actionId, channel: intent.channel, reason: verdict.reason },
+          "action not dispatched",
+        );
+        await Promise.all([
+          record(intent, verdict, decidedAtMs),
+          publishOutcome(
+            intent,
+            status,
+            verdict.reason,
+            verdict.detail,
+            decidedAtMs,
+            `${intent.actionId}:${OutcomeStatus[status]}`,
+          ),
+        ]);
+      }
+      if (heldUntilMs !== undefined) {
+        await stores.deleteDeferred(key);
+        deferred.apply(key, undefined);
+      }
+    };
+
+    const profileLock = (workspace: string, profileId: string) => `${workspace}|${profileId}`;
 
     await runtime.consume(consumers.suppression, {
       stage: "suppress",
@@ -209,9 +394,154 @@ export async function startSuppression(
           "kairos.suppression.action_id": intent.actionId,
           "kairos.suppression.channel": intent.channel,
         });
-        await lock.run(`${intent.workspace}|${intent.profileId}`, () => handleIntent(intent));
+        await lock.run(profileLock(intent.workspace, intent.profileId), async () => {
+          const { verdict, profile, decidedAtMs } = await judge(intent, true);
+          ctx.span.setAttribute("kairos.suppression.verdict", verdict.kind);
+          await settle(intent, verdict, profile, decidedAtMs);
+        });
       },
     });
+
+    // The release loop: deferred actions that are due are decided again, as of now.
+    const inFlight = new Set<string>();
+    const retryAt = new Map<string, number>();
+    const release = async (ref: DeferredRef) => {
+      const now = clock();
+      if ((retryAt.get(ref.key) ?? 0) > now) return;
+      inFlight.add(ref.key);
+      try {
+        const found = await stores.getDeferred(ref.key);
+        if (found === undefined) {
+          deferred.apply(ref.key, undefined);
+          return;
+        }
+        const { entry } = found;
+        if (entry.untilMs > now) {
+          deferred.apply(ref.key, entry);
+          return;
+        }
+        const intent = fromBinary(IntentSchema, Buffer.from(entry.intent, "base64"));
+        await lock.run(profileLock(entry.workspace, entry.profileId), async () => {
+          const { verdict, profile, decidedAtMs } = await judge(
+            { ...intent, workspace: entry.workspace, profileId: entry.profileId },
+            true,
+          );
+          releaseLateness.observe(Math.max(0, decidedAtMs - entry.untilMs) / 1000);
+          await settle(intent, verdict, profile, decidedAtMs, entry.untilMs);
+        });
+        retryAt.delete(ref.key);
+      } catch (e) {
+        runtime.logger.warn({ err: e, key: ref.key }, "release of a deferred action failed; retrying in 1 s");
+        retryAt.set(ref.key, clock() + 1000);
+      } finally {
+        inFlight.delete(ref.key);
+      }
+    };
+    let releasing = false;
+    const tick = async () => {
+      if (releasing) return;
+      releasing = true;
+      try {
+        const due = deferred.due(clock()).filter((r) => !inFlight.has(r.key));
+        // Per profile, in the workspace's order, so that when a cap has room for only some the right ones go.
+        const groups = new Map<string, DeferredRef[]>();
+        for (const r of due) {
+          const k = profileLock(r.workspace, r.profileId);
+          groups.set(k, [...(groups.get(k) ?? []), r]);
+        }
+        const work = [...groups.values()].map(async (refs) => {
+          const order = workspaces.get(refs[0]?.workspace ?? "")?.suppression.capOrder ?? "priority";
+          refs.sort((a, b) =>
+            order === "priority" && a.priority !== b.priority
+              ? b.priority - a.priority
+              : a.intendedAtMs - b.intendedAtMs,
+          );
+          for (const r of refs) await release(r);
+        });
+        await Promise.all(work);
+        deferred.compact();
+      } finally {
+        releasing = false;
+      }
+    };
+    const timer = setInterval(() => void tick(), cfg.RELEASE_INTERVAL);
+    runtime.lifecycle.add("intake", "release-loop", async () => {
+      clearInterval(timer);
+      while (releasing) await new Promise((r) => setTimeout(r, 20));
+    });
+
+    /** Records a cancellation and withdraws the pending actions it names. */
+    const applyCancellation = async (c: Cancellation) => {
+      const atMs = c.cancelledAt === undefined ? clock() : timestampMs(c.cancelledAt);
+      await lock.run(profileLock(c.workspace, c.profileId), async () => {
+        await stores.updateContact(c.workspace, c.profileId, (s) =>
+          withCancelled(s, c.cancelKeys, atMs, c.reason),
+        );
+      });
+      for (const ref of deferred.withCancelKeys(c.workspace, c.profileId, c.cancelKeys)) {
+        if (ref.intendedAtMs > atMs) continue;
+        const found = await stores.getDeferred(ref.key);
+        if (found === undefined) continue;
+        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
+        const key = c.cancelKeys.find((k) => intent.cancelKeys.includes(k)) ?? "";
+        await lock.run(profileLock(c.workspace, c.profileId), () =>
+          settle(
+            intent,
+            { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` },
+            undefined,
+            clock(),
+            found.entry.untilMs,
+          ),
+        );
+      }
+    };
+
+    await runtime.consume(consumers.suppressionCancels, {
+      stage: "cancel",
+      concurrency: cfg.CONCURRENCY,
+      decode: (b) => fromBinary(CancellationSchema, b),
+      handle: async (c) => {
+        const missing = missingFields({ workspace: c.workspace, profile_id: c.profileId });
+        if (missing.length > 0) throw new PermanentError(`cancellation without ${missing.join(", ")}`);
+        if (c.cancelKeys.length === 0) throw new PermanentError("cancellation without cancel_keys");
+        await applyCancellation(c);
+      },
+    });
+
+    const publishCancellation = async (c: Cancellation) => {
+      await runtime.publisher.publishMessage(subjects.cancels(c.workspace), CancellationSchema, c, {
+        msgID: c.cancellationId,
+      });
+    };
+
+    // A later event that, by policy, cancels pending actions.
+    if (mesh.workspaces.some((w) => w.suppression.cancelOn.length > 0)) {
+      await runtime.consume(profilesConsumer, {
+        stage: "cancel-on-event",
+        concurrency: cfg.CONCURRENCY,
+        decode: (b) => fromBinary(ProfileChangedSchema, b),
+        handle: async (change) => {
+          const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
+          for (const [i, rule] of rules.entries()) {
+            if (rule.event !== change.eventName || change.eventName === "") continue;
+            const keys = [
+              ...rule.journeys.map((j) => `journey:${j}:${change.profileId}`),
+              ...rule.cancelKeys.map((k) => k.replaceAll("{{profile_id}}", change.profileId)),
+            ];
+            await publishCancellation(
+              create(CancellationSchema, {
+                cancellationId: `${change.workspace}:${change.eventId}:cancelOn${i}`,
+                workspace: change.workspace,
+                profileId: change.profileId,
+                cancelKeys: keys,
+                reason: `event ${change.eventName}`,
+                cancelledAt: change.eventReceivedAt ?? timestampFromMs(clock()),
+              }),
+            );
+          }
+        },
+      });
+    }
 
     const validate = (req: { workspace: string; profileId: string; channel: string }) => {
       const missing = missingFields({
@@ -226,23 +556,57 @@ export async function startSuppression(
         throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel ${JSON.stringify(req.channel)}`);
       }
     };
+    const check = async (req: { workspace: string; profileId: string; channel: string; purpose: string }) => {
+      validate(req);
+      const { verdict } = await judge({ ...req, actionId: "", notAfter: undefined }, false);
+      switch (verdict.kind) {
+        case "dispatch":
+          return { decision: Decision.ALLOW, reason: "", detail: "" };
+        case "defer":
+          return {
+            decision: Decision.DEFER,
+            reason: verdict.reason,
+            detail: verdict.detail,
+            deferUntil: timestampFromMs(verdict.untilMs),
+          };
+        default:
+          return { decision: Decision.SUPPRESS, reason: verdict.reason, detail: verdict.detail };
+      }
+    };
+    const listReasons = ["unsubscribed", "hard_bounced", "complained", "deleted"];
+    const validateListRequest = (req: {
+      workspace: string;
+      identifier?: { type: string; value: string };
+      channel: string;
+    }) => {
+      const missing = missingFields({
+        workspace: req.workspace,
+        "identifier.type": req.identifier?.type ?? "",
+        "identifier.value": req.identifier?.value ?? "",
+        channel: req.channel,
+      });
+      if (missing.length > 0)
+        throw new GrpcError(grpc.status.INVALID_ARGUMENT, `required: ${missing.join(", ")}`);
+      if (req.channel !== "*" && !channels.has(req.channel)) {
+        throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel ${JSON.stringify(req.channel)} (or "*")`);
+      }
+      return req.identifier as { type: string; value: string };
+    };
+
     const grpcServer = await runtime.serveGrpc(cfg.GRPC_HOST, cfg.GRPC_PORT, [
       implement(SuppressionService, {
-        check: async (req) => {
-          validate(req);
-          const { verdict } = await judge({ ...req, actionId: "", notAfter: undefined }, false);
-          return verdict.kind === "dispatch"
-            ? { decision: Decision.ALLOW, reason: "" }
-            : { decision: Decision.SUPPRESS, reason: verdict.reason };
-        },
+        check,
         setConsent: async (req) => {
           validate(req);
           const recordedAtMs = clock();
-          await stores.setConsent(req.workspace, req.profileId, req.channel, req.purpose, {
-            granted: req.granted,
-            source: req.source,
-            recordedAtMs,
-          });
+          await stores.updateContact(req.workspace, req.profileId, (s) =>
+            withConsent(s, req.channel, {
+              purpose: req.purpose,
+              granted: req.granted,
+              source: req.source,
+              atMs: recordedAtMs,
+            }),
+          );
           runtime.logger.info(
             {
               workspace: req.workspace,
@@ -253,6 +617,102 @@ export async function startSuppression(
             "consent recorded",
           );
           return { recordedAt: timestampFromMs(recordedAtMs) };
+        },
+        setPreferences: async (req) => {
+          const missing = missingFields({ workspace: req.workspace, profile_id: req.profileId });
+          if (missing.length > 0)
+            throw new GrpcError(grpc.status.INVALID_ARGUMENT, `required: ${missing.join(", ")}`);
+          const unknown = req.channels.filter((c) => !channels.has(c));
+          if (unknown.length > 0) {
+            throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel(s): ${unknown.join(", ")}`);
+          }
+          const recordedAtMs = clock();
+          await stores.updateContact(req.workspace, req.profileId, (s) =>
+            (s.preferences?.atMs ?? 0) > recordedAtMs
+              ? s
+              : {
+                  ...s,
+                  preferences: {
+                    channels: req.channels,
+                    maxPerWeek: req.maxPerWeek,
+                    source: req.source,
+                    atMs: recordedAtMs,
+                  },
+                },
+          );
+          return { recordedAt: timestampFromMs(recordedAtMs) };
+        },
+        cancel: async (req) => {
+          const missing = missingFields({ workspace: req.workspace, profile_id: req.profileId });
+          if (req.cancelKeys.length === 0) missing.push("cancel_keys");
+          if (missing.length > 0)
+            throw new GrpcError(grpc.status.INVALID_ARGUMENT, `required: ${missing.join(", ")}`);
+          const cancellation = create(CancellationSchema, {
+            cancellationId: randomUUID(),
+            workspace: req.workspace,
+            profileId: req.profileId,
+            cancelKeys: req.cancelKeys,
+            reason: req.reason || "api",
+            cancelledAt: timestampFromMs(clock()),
+          });
+          await publishCancellation(cancellation);
+          return { cancellation };
+        },
+        addToSuppressionList: async (req) => {
+          const id = validateListRequest(req);
+          if (!listReasons.includes(req.reason)) {
+            throw new GrpcError(
+              grpc.status.INVALID_ARGUMENT,
+              `reason ${JSON.stringify(req.reason)} is not one of ${listReasons.join(", ")}`,
+            );
+          }
+          const atMs = clock();
+          const entry = {
+            workspace: req.workspace,
+            channel: req.channel,
+            type: id.type,
+            value: id.value,
+            reason: req.reason,
+            source: req.source,
+            atMs,
+          };
+          await stores.addToList(entry);
+          // Visible to this replica's next decision at once; others see it through their watch.
+          lists.apply(stores.listKey(req.workspace, req.channel, id.type, id.value), entry);
+          return { recordedAt: timestampFromMs(atMs) };
+        },
+        removeFromSuppressionList: async (req) => {
+          const id = validateListRequest(req);
+          const removed = await stores.removeFromList(req.workspace, req.channel, id.type, id.value);
+          lists.apply(stores.listKey(req.workspace, req.channel, id.type, id.value), undefined);
+          return { removed };
+        },
+        explain: async (req) => {
+          validate(req);
+          const profile = await profiles.get(req.workspace, req.profileId);
+          const profileIds = [
+            ...new Set([req.profileId, ...(profile ? [profile.profileId, ...profile.mergedFrom] : [])]),
+          ];
+          const limit = req.limit || 50;
+          const found = (
+            await Promise.all(profileIds.map((p) => stores.decisions(req.workspace, p, req.channel, limit)))
+          )
+            .flat()
+            .sort((a, b) => b.decidedAtMs - a.decidedAtMs)
+            .slice(0, limit);
+          return {
+            decisions: found.map((d) => ({
+              actionId: d.actionId,
+              journey: d.journey,
+              status: OutcomeStatus[d.status as keyof typeof OutcomeStatus],
+              reason: d.reason,
+              detail: d.detail,
+              decidedAt: timestampFromMs(d.decidedAtMs),
+              priority: d.priority,
+              purpose: d.purpose,
+            })),
+            now: await check({ ...req, purpose: "marketing" }),
+          };
         },
       }),
     ]);

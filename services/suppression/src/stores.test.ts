@@ -1,8 +1,9 @@
-/** The KV adapter against a real nats-server: compare-and-set ledgers and consent records. */
+/** The KV adapter against a real nats-server: compare-and-set contact records, deferrals, decisions. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { NatsServer } from "@kairos/testkit";
-import { keyToken, SuppressionStores, WriteConflict } from "./stores.js";
+import { withSent } from "./decide.js";
+import { fromKeyToken, keyToken, SuppressionStores, WriteConflict } from "./stores.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -31,36 +32,59 @@ describe("key tokens", () => {
 });
 
 describe("cap ledgers", () => {
-  it("extends a ledger by compare-and-set, refusing a writer that read an older revision", async () => {
-    const key = stores.capKey("ws", "email", "ada@example.com", "2026-11-22");
-    expect(await stores.counted(key)).toEqual({ ids: [], revision: 0 });
-    await stores.count(key, [], "act_1", 0);
-    // A second writer that also saw no ledger loses.
-    await expect(stores.count(key, [], "act_2", 0)).rejects.toBeInstanceOf(WriteConflict);
-    const read = await stores.counted(key);
-    expect(read.ids).toEqual(["act_1"]);
-    await stores.count(key, read.ids, "act_2", read.revision);
-    await expect(stores.count(key, read.ids, "act_3", read.revision)).rejects.toBeInstanceOf(WriteConflict);
-    expect((await stores.counted(key)).ids).toEqual(["act_1", "act_2"]);
+  it("round-trips encoded tokens", () => {
+    for (const s of ["plain", "", "a.b", "=x", "ü@"]) expect(fromKeyToken(keyToken(s))).toBe(s);
   });
 });
 
-describe("consent", () => {
-  it("returns the purpose-specific and the all-purposes records for a channel", async () => {
-    expect(await stores.consentFor("ws", "p1", "email", "marketing")).toEqual([]);
-    await stores.setConsent("ws", "p1", "email", "", { granted: false, source: "support", recordedAtMs: 1 });
-    await stores.setConsent("ws", "p1", "email", "marketing", {
-      granted: true,
-      source: "preference-centre",
-      recordedAtMs: 2,
+describe("contact records", () => {
+  it("refuses a writer that read an older revision, so two replicas cannot both take the last slot", async () => {
+    const a = await stores.contact("ws", "p-cas");
+    const b = await stores.contact("ws", "p-cas");
+    await stores.putContact(
+      "ws",
+      "p-cas",
+      withSent(a.state, { id: "x", channel: "email", atMs: 1 }),
+      a.revision,
+    );
+    await expect(
+      stores.putContact("ws", "p-cas", withSent(b.state, { id: "y", channel: "email", atMs: 1 }), b.revision),
+    ).rejects.toBeInstanceOf(WriteConflict);
+    expect((await stores.contact("ws", "p-cas")).state.sent.map((e) => e.id)).toEqual(["x"]);
+  });
+
+  it("applies concurrent updates one after another, losing none", async () => {
+    await Promise.all(
+      Array.from({ length: 10 }, (_, i) =>
+        stores.updateContact("ws", "p-many", (s) => withSent(s, { id: `a${i}`, channel: "email", atMs: 1 })),
+      ),
+    );
+    expect((await stores.contact("ws", "p-many")).state.sent).toHaveLength(10);
+  });
+});
+
+describe("decision log", () => {
+  it("lists a profile's decisions on one channel, newest first", async () => {
+    const rec = (actionId: string, status: string, decidedAtMs: number) => ({
+      actionId,
+      journey: "j",
+      status,
+      reason: "r",
+      detail: "",
+      decidedAtMs,
+      priority: 1,
+      purpose: "marketing",
     });
-    expect(await stores.consentFor("ws", "p1", "email", "marketing")).toEqual([
-      { purpose: "marketing", granted: true, source: "preference-centre" },
-      { purpose: "", granted: false, source: "support" },
+    await stores.recordDecision("ws", "p.1", "email", rec("a1", "DEFERRED", 1));
+    await stores.recordDecision("ws", "p.1", "email", rec("a1", "DISPATCHED", 3));
+    await stores.recordDecision("ws", "p.1", "email", rec("a2", "SUPPRESSED", 2));
+    await stores.recordDecision("ws", "p.1", "sms", rec("a3", "SUPPRESSED", 4));
+    await stores.recordDecision("ws", "p.10", "email", rec("a4", "SUPPRESSED", 5));
+    const got = await stores.decisions("ws", "p.1", "email", 10);
+    expect(got.map((d) => `${d.actionId}:${d.status}`)).toEqual([
+      "a1:DISPATCHED",
+      "a2:SUPPRESSED",
+      "a1:DEFERRED",
     ]);
-    expect(await stores.consentFor("ws", "p1", "email", "")).toEqual([
-      { purpose: "", granted: false, source: "support" },
-    ]);
-    expect(await stores.consentFor("ws", "p1", "sms", "marketing")).toEqual([]);
   });
 });

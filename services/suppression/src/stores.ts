@@ -1,24 +1,21 @@
 /**
- * Suppression's state in JetStream KV: consent records, and the daily cap
- * ledgers (the action ids counted per profile, channel and local day), both
- * written with compare-and-set.
+ * Suppression's state in JetStream KV:
+ *   contact            one record per profile (consent, preferences, counted sends,
+ *                      cancellations), written by compare-and-set
+ *   deferred           actions held until a time (quiet hours, not_before), by action id
+ *   decisions          every decision, by profile, channel and action (30 days), for Explain
+ *   suppression-lists  identifiers suppressed per channel (unsubscribed, hard bounced, ...)
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm, type KV } from "@nats-io/kv";
-import type { ConsentRecord } from "./decide.js";
+import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
+import { emptyContact, type ContactState } from "./decide.js";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+const DAY = 86_400_000;
 
-/** The cap ledger changed since it was read: read it again and re-decide. */
+/** The record changed since it was read: read it again and re-decide. */
 export class WriteConflict extends Error {}
-
-/** A consent record as stored (its purpose is in the key). */
-export interface StoredConsent {
-  granted: boolean;
-  source: string;
-  recordedAtMs: number;
-}
 
 function isConflict(e: unknown): boolean {
   return e instanceof Error && /wrong last sequence|key exists/i.test(e.message);
@@ -33,86 +30,184 @@ export function keyToken(s: string): string {
   return /^[-_a-zA-Z0-9][-_=a-zA-Z0-9]*$/.test(s) ? s : `=${Buffer.from(s).toString("base64url")}`;
 }
 
-/** Suppression's KV buckets: `consent` and `frequency-caps`. */
+/** The inverse of `keyToken`. */
+export function fromKeyToken(t: string): string {
+  return t.startsWith("=") ? Buffer.from(t.slice(1), "base64url").toString() : t;
+}
+
+const live = (e: KvEntry | null): e is KvEntry => e !== null && e.operation === "PUT" && e.value.length > 0;
+
+/** An action held until `untilMs`. */
+export interface DeferredEntry {
+  workspace: string;
+  profileId: string;
+  actionId: string;
+  untilMs: number;
+  reason: string;
+  priority: number;
+  /** When it was intended (orders equal priorities). */
+  intendedAtMs: number;
+  cancelKeys: string[];
+  /** The intent, protobuf binary, base64. */
+  intent: string;
+}
+
+/** One decision as recorded for Explain. */
+export interface DecisionRecord {
+  actionId: string;
+  journey: string;
+  status: string;
+  reason: string;
+  detail: string;
+  decidedAtMs: number;
+  priority: number;
+  purpose: string;
+}
+
+/** One suppression-list entry. */
+export interface ListEntry {
+  workspace: string;
+  channel: string;
+  type: string;
+  value: string;
+  reason: string;
+  source: string;
+  atMs: number;
+}
+
 export class SuppressionStores {
   private constructor(
-    private readonly consent: KV,
-    private readonly caps: KV,
+    readonly contactKv: KV,
+    readonly deferredKv: KV,
+    private readonly decisionsKv: KV,
+    readonly listsKv: KV,
   ) {}
 
-  /** Opens (creating when absent) both buckets. */
+  /** Opens (creating when absent) the buckets. */
   static async open(nc: NatsConnection, replicas = 1): Promise<SuppressionStores> {
     const kvm = new Kvm(nc);
     return new SuppressionStores(
-      await kvm.create("consent", { history: 5, replicas }),
-      // Ledgers are only needed for the day they count; two days covers every time zone.
-      await kvm.create("frequency-caps", { history: 1, replicas, ttl: 2 * 86_400_000 }),
+      await kvm.create("contact", { history: 1, replicas }),
+      await kvm.create("deferred", { history: 1, replicas }),
+      await kvm.create("decisions", { history: 1, replicas, ttl: 30 * DAY }),
+      await kvm.create("suppression-lists", { history: 1, replicas }),
     );
   }
 
-  private consentKey(ws: string, profileId: string, channel: string, purpose: string): string {
-    // The empty purpose (every purpose) encodes as `=`.
-    return [ws, profileId, channel, purpose].map(keyToken).join(".");
+  private contactKey(ws: string, profileId: string): string {
+    return `${keyToken(ws)}.${keyToken(profileId)}`;
   }
 
-  /** Records the customer's latest word for the channel and purpose (`""` = every purpose). */
-  async setConsent(
-    ws: string,
-    profileId: string,
-    channel: string,
-    purpose: string,
-    r: StoredConsent,
-  ): Promise<void> {
-    await this.consent.put(this.consentKey(ws, profileId, channel, purpose), enc.encode(JSON.stringify(r)));
+  /** The profile's contact record and the revision to update it from (0: none yet). */
+  async contact(ws: string, profileId: string): Promise<{ state: ContactState; revision: number }> {
+    const e = await this.contactKv.get(this.contactKey(ws, profileId));
+    if (!live(e)) return { state: emptyContact(), revision: 0 };
+    return {
+      state: { ...emptyContact(), ...(JSON.parse(dec.decode(e.value)) as ContactState) },
+      revision: e.revision,
+    };
   }
 
-  /** The profile's consent records for the channel that bear on `purpose`: its own and the all-purposes one. */
-  async consentFor(
-    ws: string,
-    profileId: string,
-    channel: string,
-    purpose: string,
-  ): Promise<ConsentRecord[]> {
-    const purposes = purpose === "" ? [""] : [purpose, ""];
-    const entries = await Promise.all(
-      purposes.map((p) => this.consent.get(this.consentKey(ws, profileId, channel, p))),
-    );
-    const out: ConsentRecord[] = [];
-    entries.forEach((e, i) => {
-      if (e === null || e.operation !== "PUT" || e.value.length === 0) return;
-      const r = JSON.parse(dec.decode(e.value)) as StoredConsent;
-      out.push({ purpose: purposes[i] ?? "", granted: r.granted, source: r.source });
-    });
-    return out;
-  }
-
-  /** The key of one profile's ledger for a channel and local day. */
-  capKey(ws: string, channel: string, profileId: string, day: string): string {
-    return [ws, channel, profileId, day].map(keyToken).join(".");
-  }
-
-  /** The action ids counted in a ledger, and the revision to update it from (0: no ledger yet). */
-  async counted(key: string): Promise<{ ids: string[]; revision: number }> {
-    const e = await this.caps.get(key);
-    if (e === null || e.operation !== "PUT" || e.value.length === 0) return { ids: [], revision: 0 };
-    return { ids: JSON.parse(dec.decode(e.value)) as string[], revision: e.revision };
-  }
-
-  /** Records `actionId` in the ledger read at `revision`; throws `WriteConflict` if it moved. */
-  async count(key: string, ids: readonly string[], actionId: string, revision: number): Promise<void> {
-    const data = enc.encode(JSON.stringify([...ids, actionId]));
+  /** Writes the record read at `revision`; throws `WriteConflict` if it moved meanwhile. */
+  async putContact(ws: string, profileId: string, state: ContactState, revision: number): Promise<void> {
+    const key = this.contactKey(ws, profileId);
+    const data = enc.encode(JSON.stringify(state));
     try {
-      if (revision === 0) await this.caps.create(key, data);
-      else await this.caps.update(key, data, revision);
+      if (revision === 0) await this.contactKv.create(key, data);
+      else await this.contactKv.update(key, data, revision);
     } catch (e) {
       if (isConflict(e)) throw new WriteConflict(key);
       throw e;
     }
   }
 
+  /** Read, change and write the record, again on a conflict; returns what was written. */
+  async updateContact(
+    ws: string,
+    profileId: string,
+    change: (s: ContactState) => ContactState,
+    attempts = 20,
+  ): Promise<ContactState> {
+    for (let i = 1; ; i++) {
+      const { state, revision } = await this.contact(ws, profileId);
+      const next = change(state);
+      try {
+        await this.putContact(ws, profileId, next, revision);
+        return next;
+      } catch (e) {
+        if (!(e instanceof WriteConflict) || i >= attempts) throw e;
+      }
+    }
+  }
+
+  deferredKey(ws: string, actionId: string): string {
+    return `${keyToken(ws)}.${keyToken(actionId)}`;
+  }
+
+  async putDeferred(d: DeferredEntry): Promise<void> {
+    await this.deferredKv.put(this.deferredKey(d.workspace, d.actionId), enc.encode(JSON.stringify(d)));
+  }
+
+  async getDeferred(key: string): Promise<{ entry: DeferredEntry; revision: number } | undefined> {
+    const e = await this.deferredKv.get(key);
+    return live(e)
+      ? { entry: JSON.parse(dec.decode(e.value)) as DeferredEntry, revision: e.revision }
+      : undefined;
+  }
+
+  async deleteDeferred(key: string): Promise<void> {
+    await this.deferredKv.delete(key);
+  }
+
+  static parseDeferred(e: KvEntry): DeferredEntry | undefined {
+    return live(e) ? (JSON.parse(dec.decode(e.value)) as DeferredEntry) : undefined;
+  }
+
+  /** Records a decision; the same action and status recorded twice is one record. */
+  async recordDecision(ws: string, profileId: string, channel: string, r: DecisionRecord): Promise<void> {
+    const key = [ws, profileId, channel, r.actionId, r.status].map(keyToken).join(".");
+    await this.decisionsKv.put(key, enc.encode(JSON.stringify(r)));
+  }
+
+  /** The recorded decisions about a profile on a channel, newest first. */
+  async decisions(ws: string, profileId: string, channel: string, limit: number): Promise<DecisionRecord[]> {
+    const filter = `${[ws, profileId, channel].map(keyToken).join(".")}.>`;
+    const keys: string[] = [];
+    for await (const k of await this.decisionsKv.keys(filter)) keys.push(k);
+    const entries = await Promise.all(keys.map((k) => this.decisionsKv.get(k)));
+    return entries
+      .filter(live)
+      .map((e) => JSON.parse(dec.decode(e.value)) as DecisionRecord)
+      .sort((a, b) => b.decidedAtMs - a.decidedAtMs)
+      .slice(0, limit);
+  }
+
+  listKey(ws: string, channel: string, type: string, value: string): string {
+    return [ws, channel, type, value].map(keyToken).join(".");
+  }
+
+  async addToList(e: ListEntry): Promise<void> {
+    await this.listsKv.put(
+      this.listKey(e.workspace, e.channel, e.type, e.value),
+      enc.encode(JSON.stringify(e)),
+    );
+  }
+
+  /** Removes an entry; false when there was none. */
+  async removeFromList(ws: string, channel: string, type: string, value: string): Promise<boolean> {
+    const key = this.listKey(ws, channel, type, value);
+    if (!live(await this.listsKv.get(key))) return false;
+    await this.listsKv.delete(key);
+    return true;
+  }
+
+  static parseList(e: KvEntry): ListEntry | undefined {
+    return live(e) ? (JSON.parse(dec.decode(e.value)) as ListEntry) : undefined;
+  }
+
   /** Readiness: the store answers. */
   async ping(): Promise<boolean> {
-    await this.caps.status();
+    await this.contactKv.status();
     return true;
   }
 }

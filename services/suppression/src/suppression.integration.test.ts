@@ -44,7 +44,8 @@ import {
   type GrpcServer,
 } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
-import { localDay } from "./decide.js";
+import type { ContactState } from "./decide.js";
+import { instantOf, wallTime } from "./local-time.js";
 import { configSpec, startSuppression, type SuppressionHandle } from "./service.js";
 
 const config = `
@@ -287,9 +288,9 @@ describe("suppression", () => {
     await publishIntent("p_dup", "act_d2");
     await dispatchOf("act_d2");
     expect(await dispatched("act_d1")).toHaveLength(1);
-    const caps = await new Kvm(nc).open("frequency-caps");
-    const ledger = await caps.get(`ws.email.p_dup.${localDay(Date.now(), "Europe/London")}`);
-    expect(ledger?.json<string[]>()).toEqual(["act_d1", "act_d2"]);
+    const contact = await new Kvm(nc).open("contact");
+    const record = (await contact.get("ws.p_dup"))?.json<ContactState>();
+    expect(record?.sent.map((e) => e.id)).toEqual(["act_d1", "act_d2"]);
     // Two slots used, not three: a third distinct action is over the cap.
     await publishIntent("p_dup", "act_d3");
     expect((await outcome("act_d3")).msg).toMatchObject({ reason: "daily_cap" });
@@ -297,12 +298,18 @@ describe("suppression", () => {
 
   it("dispatches an intent counted before a crash on its slot, in the profile's time zone", async () => {
     // As if a previous run had counted act_crash and died before publishing the dispatch.
-    const caps = await new Kvm(nc).open("frequency-caps");
-    const key = `ws.email.p_crash.${localDay(Date.now(), "Pacific/Kiritimati")}`;
-    await caps.put(key, JSON.stringify(["act_crash", "act_other"]));
+    const contact = await new Kvm(nc).open("contact");
+    // Earlier today in Kiritimati (UTC+14), whatever the hour in UTC.
+    const midnight = instantOf(
+      { ...wallTime(Date.now(), "Pacific/Kiritimati"), hour: 0, minute: 1 },
+      "Pacific/Kiritimati",
+    );
+    const sent = ["act_crash", "act_other"].map((id) => ({ id, channel: "email", atMs: midnight }));
+    await contact.put("ws.p_crash", JSON.stringify({ consent: {}, sent, cancelled: {} }));
     await publishIntent("p_crash", "act_crash");
     await dispatchOf("act_crash");
-    expect((await caps.get(key))?.json<string[]>()).toEqual(["act_crash", "act_other"]);
+    const record = (await contact.get("ws.p_crash"))?.json<ContactState>();
+    expect(record?.sent.map((e) => e.id)).toEqual(["act_crash", "act_other"]);
     await publishIntent("p_crash", "act_new");
     expect((await outcome("act_new")).msg).toMatchObject({ reason: "daily_cap" });
   });

@@ -16,7 +16,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
 export const file_kairos_v1_action: GenFile =
   /*@__PURE__*/
   fileDesc(
-    "ChZrYWlyb3MvdjEvYWN0aW9uLnByb3RvEglrYWlyb3MudjEimwMKBkludGVudBIRCglhY3Rpb25faWQYASABKAkSEQoJd29ya3NwYWNlGAIgASgJEhIKCnByb2ZpbGVfaWQYAyABKAkSDwoHY2hhbm5lbBgEIAEoCRIPCgdqb3VybmV5GAUgASgJEgwKBHN0ZXAYBiABKAkSKAoHcGF5bG9hZBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKbm90X2JlZm9yZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbm90X2FmdGVyGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwcmlvcml0eRgKIAEoBRITCgtjYW5jZWxfa2V5cxgLIAMoCRIPCgdwdXJwb3NlGAwgASgJEjUKEWV2ZW50X3JlY2VpdmVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtpbnRlbmRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+QEKCERpc3BhdGNoEiEKBmludGVudBgBIAEoCzIRLmthaXJvcy52MS5JbnRlbnQSEAoIZGVjaXNpb24YAiABKAkSKwoMZGVzdGluYXRpb25zGAMgAygLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISKgoGZHVlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpkZWNpZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCg5wcm9maWxlX3RyYWl0cxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QigAIKCEhvcFRpbWVzEjUKEWV2ZW50X3JlY2VpdmVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtpbnRlbmRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZGVjaWRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGZHVlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZWxpdmVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuUBCgdPdXRjb21lEhEKCWFjdGlvbl9pZBgBIAEoCRIRCgl3b3Jrc3BhY2UYAiABKAkSEgoKcHJvZmlsZV9pZBgDIAEoCRIPCgdjaGFubmVsGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmthaXJvcy52MS5PdXRjb21lU3RhdHVzEg4KBnJlYXNvbhgGIAEoCRIOCgZkZXRhaWwYByABKAkSIgoFdGltZXMYCCABKAsyEy5rYWlyb3MudjEuSG9wVGltZXMSDwoHam91cm5leRgJIAEoCRIQCghhdHRlbXB0cxgKIAEoDSreAQoNT3V0Y29tZVN0YXR1cxIeChpPVVRDT01FX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGE9VVENPTUVfU1RBVFVTX0RFTElWRVJFRBABEhsKF09VVENPTUVfU1RBVFVTX0RFRkVSUkVEEAISHQoZT1VUQ09NRV9TVEFUVVNfU1VQUFJFU1NFRBADEhoKFk9VVENPTUVfU1RBVFVTX0VYUElSRUQQBBIcChhPVVRDT01FX1NUQVRVU19DQU5DRUxMRUQQBRIZChVPVVRDT01FX1NUQVRVU19GQUlMRUQQBmIGcHJvdG8z",
+    "ChZrYWlyb3MvdjEvYWN0aW9uLnByb3RvEglrYWlyb3MudjEimwMKBkludGVudBIRCglhY3Rpb25faWQYASABKAkSEQoJd29ya3NwYWNlGAIgASgJEhIKCnByb2ZpbGVfaWQYAyABKAkSDwoHY2hhbm5lbBgEIAEoCRIPCgdqb3VybmV5GAUgASgJEgwKBHN0ZXAYBiABKAkSKAoHcGF5bG9hZBgHIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSLgoKbm90X2JlZm9yZRgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbm90X2FmdGVyGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghwcmlvcml0eRgKIAEoBRITCgtjYW5jZWxfa2V5cxgLIAMoCRIPCgdwdXJwb3NlGAwgASgJEjUKEWV2ZW50X3JlY2VpdmVkX2F0GA0gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtpbnRlbmRlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAi+QEKCERpc3BhdGNoEiEKBmludGVudBgBIAEoCzIRLmthaXJvcy52MS5JbnRlbnQSEAoIZGVjaXNpb24YAiABKAkSKwoMZGVzdGluYXRpb25zGAMgAygLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISKgoGZHVlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgpkZWNpZGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCg5wcm9maWxlX3RyYWl0cxgGIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QigAIKCEhvcFRpbWVzEjUKEWV2ZW50X3JlY2VpdmVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtpbnRlbmRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZGVjaWRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKgoGZHVlX2F0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIwCgxkZWxpdmVyZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIuUBCgdPdXRjb21lEhEKCWFjdGlvbl9pZBgBIAEoCRIRCgl3b3Jrc3BhY2UYAiABKAkSEgoKcHJvZmlsZV9pZBgDIAEoCRIPCgdjaGFubmVsGAQgASgJEigKBnN0YXR1cxgFIAEoDjIYLmthaXJvcy52MS5PdXRjb21lU3RhdHVzEg4KBnJlYXNvbhgGIAEoCRIOCgZkZXRhaWwYByABKAkSIgoFdGltZXMYCCABKAsyEy5rYWlyb3MudjEuSG9wVGltZXMSDwoHam91cm5leRgJIAEoCRIQCghhdHRlbXB0cxgKIAEoDSKlAQoMQ2FuY2VsbGF0aW9uEhcKD2NhbmNlbGxhdGlvbl9pZBgBIAEoCRIRCgl3b3Jrc3BhY2UYAiABKAkSEgoKcHJvZmlsZV9pZBgDIAEoCRITCgtjYW5jZWxfa2V5cxgEIAMoCRIOCgZyZWFzb24YBSABKAkSMAoMY2FuY2VsbGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCr9AQoNT3V0Y29tZVN0YXR1cxIeChpPVVRDT01FX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGE9VVENPTUVfU1RBVFVTX0RFTElWRVJFRBABEhsKF09VVENPTUVfU1RBVFVTX0RFRkVSUkVEEAISHQoZT1VUQ09NRV9TVEFUVVNfU1VQUFJFU1NFRBADEhoKFk9VVENPTUVfU1RBVFVTX0VYUElSRUQQBBIcChhPVVRDT01FX1NUQVRVU19DQU5DRUxMRUQQBRIZChVPVVRDT01FX1NUQVRVU19GQUlMRUQQBhIdChlPVVRDT01FX1NUQVRVU19ESVNQQVRDSEVEEAdiBnByb3RvMw",
     [file_google_protobuf_struct, file_google_protobuf_timestamp, file_kairos_v1_profile],
   );
 
@@ -278,6 +278,58 @@ export type Outcome = Message<"kairos.v1.Outcome"> & {
 export const OutcomeSchema: GenMessage<Outcome> = /*@__PURE__*/ messageDesc(file_kairos_v1_action, 3);
 
 /**
+ * Cancellation withdraws every action of a profile that carries one of its
+ * cancel keys and has not been delivered yet. Published on
+ * kairos.cancels.<workspace> by segmentation (journey exits) and by
+ * SuppressionService.Cancel.
+ *
+ * @generated from message kairos.v1.Cancellation
+ */
+export type Cancellation = Message<"kairos.v1.Cancellation"> & {
+  /**
+   * Deterministic, so a replayed cancellation is stored once.
+   *
+   * @generated from field: string cancellation_id = 1;
+   */
+  cancellationId: string;
+
+  /**
+   * @generated from field: string workspace = 2;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: string profile_id = 3;
+   */
+  profileId: string;
+
+  /**
+   * @generated from field: repeated string cancel_keys = 4;
+   */
+  cancelKeys: string[];
+
+  /**
+   * Why, e.g. "exit:Order Completed".
+   *
+   * @generated from field: string reason = 5;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp cancelled_at = 6;
+   */
+  cancelledAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.Cancellation.
+ * Use `create(CancellationSchema)` to create a new message.
+ */
+export const CancellationSchema: GenMessage<Cancellation> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_action, 4);
+
+/**
  * OutcomeStatus is what finally happened to an action.
  *
  * @generated from enum kairos.v1.OutcomeStatus
@@ -317,6 +369,14 @@ export enum OutcomeStatus {
    * @generated from enum value: OUTCOME_STATUS_FAILED = 6;
    */
   FAILED = 6,
+
+  /**
+   * Cleared by suppression and handed to the channel's dispatcher (recorded for
+   * Explain; the dispatcher publishes what then happened).
+   *
+   * @generated from enum value: OUTCOME_STATUS_DISPATCHED = 7;
+   */
+  DISPATCHED = 7,
 }
 
 /**

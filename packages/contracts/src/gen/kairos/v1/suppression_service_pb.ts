@@ -6,6 +6,10 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Cancellation, OutcomeStatus } from "./action_pb.js";
+import { file_kairos_v1_action } from "./action_pb.js";
+import type { Identifier } from "./profile_pb.js";
+import { file_kairos_v1_profile } from "./profile_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
@@ -14,8 +18,8 @@ import type { Message } from "@bufbuild/protobuf";
 export const file_kairos_v1_suppression_service: GenFile =
   /*@__PURE__*/
   fileDesc(
-    "CiNrYWlyb3MvdjEvc3VwcHJlc3Npb25fc2VydmljZS5wcm90bxIJa2Fpcm9zLnYxIlcKDENoZWNrUmVxdWVzdBIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgdjaGFubmVsGAMgASgJEg8KB3B1cnBvc2UYBCABKAkidwoNQ2hlY2tSZXNwb25zZRIlCghkZWNpc2lvbhgBIAEoDjITLmthaXJvcy52MS5EZWNpc2lvbhIOCgZyZWFzb24YAiABKAkSLwoLZGVmZXJfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIn0KEVNldENvbnNlbnRSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRISCgpwcm9maWxlX2lkGAIgASgJEg8KB2NoYW5uZWwYAyABKAkSDwoHcHVycG9zZRgEIAEoCRIPCgdncmFudGVkGAUgASgIEg4KBnNvdXJjZRgGIAEoCSJFChJTZXRDb25zZW50UmVzcG9uc2USLwoLcmVjb3JkZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKmMKCERlY2lzaW9uEhgKFERFQ0lTSU9OX1VOU1BFQ0lGSUVEEAASEgoOREVDSVNJT05fQUxMT1cQARIVChFERUNJU0lPTl9TVVBQUkVTUxACEhIKDkRFQ0lTSU9OX0RFRkVSEAMymwEKElN1cHByZXNzaW9uU2VydmljZRI6CgVDaGVjaxIXLmthaXJvcy52MS5DaGVja1JlcXVlc3QaGC5rYWlyb3MudjEuQ2hlY2tSZXNwb25zZRJJCgpTZXRDb25zZW50Ehwua2Fpcm9zLnYxLlNldENvbnNlbnRSZXF1ZXN0Gh0ua2Fpcm9zLnYxLlNldENvbnNlbnRSZXNwb25zZWIGcHJvdG8z",
-    [file_google_protobuf_timestamp],
+    "CiNrYWlyb3MvdjEvc3VwcHJlc3Npb25fc2VydmljZS5wcm90bxIJa2Fpcm9zLnYxIlcKDENoZWNrUmVxdWVzdBIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgdjaGFubmVsGAMgASgJEg8KB3B1cnBvc2UYBCABKAkihwEKDUNoZWNrUmVzcG9uc2USJQoIZGVjaXNpb24YASABKA4yEy5rYWlyb3MudjEuRGVjaXNpb24SDgoGcmVhc29uGAIgASgJEi8KC2RlZmVyX3VudGlsGAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIOCgZkZXRhaWwYBCABKAkifQoRU2V0Q29uc2VudFJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEhIKCnByb2ZpbGVfaWQYAiABKAkSDwoHY2hhbm5lbBgDIAEoCRIPCgdwdXJwb3NlGAQgASgJEg8KB2dyYW50ZWQYBSABKAgSDgoGc291cmNlGAYgASgJIkUKElNldENvbnNlbnRSZXNwb25zZRIvCgtyZWNvcmRlZF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAidgoVU2V0UHJlZmVyZW5jZXNSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRISCgpwcm9maWxlX2lkGAIgASgJEhAKCGNoYW5uZWxzGAMgAygJEhQKDG1heF9wZXJfd2VlaxgEIAEoDRIOCgZzb3VyY2UYBSABKAkiSQoWU2V0UHJlZmVyZW5jZXNSZXNwb25zZRIvCgtyZWNvcmRlZF9hdBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiWwoNQ2FuY2VsUmVxdWVzdBIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRITCgtjYW5jZWxfa2V5cxgDIAMoCRIOCgZyZWFzb24YBCABKAkiPwoOQ2FuY2VsUmVzcG9uc2USLQoMY2FuY2VsbGF0aW9uGAEgASgLMhcua2Fpcm9zLnYxLkNhbmNlbGxhdGlvbiKMAQobQWRkVG9TdXBwcmVzc2lvbkxpc3RSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISDwoHY2hhbm5lbBgDIAEoCRIOCgZyZWFzb24YBCABKAkSDgoGc291cmNlGAUgASgJIk8KHEFkZFRvU3VwcHJlc3Npb25MaXN0UmVzcG9uc2USLwoLcmVjb3JkZWRfYXQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wInEKIFJlbW92ZUZyb21TdXBwcmVzc2lvbkxpc3RSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISDwoHY2hhbm5lbBgDIAEoCSI0CiFSZW1vdmVGcm9tU3VwcHJlc3Npb25MaXN0UmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCCJXCg5FeHBsYWluUmVxdWVzdBIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgdjaGFubmVsGAMgASgJEg0KBWxpbWl0GAQgASgNItMBChBSZWNvcmRlZERlY2lzaW9uEhEKCWFjdGlvbl9pZBgBIAEoCRIPCgdqb3VybmV5GAIgASgJEigKBnN0YXR1cxgDIAEoDjIYLmthaXJvcy52MS5PdXRjb21lU3RhdHVzEg4KBnJlYXNvbhgEIAEoCRIOCgZkZXRhaWwYBSABKAkSLgoKZGVjaWRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcHJpb3JpdHkYByABKAUSDwoHcHVycG9zZRgIIAEoCSJoCg9FeHBsYWluUmVzcG9uc2USLgoJZGVjaXNpb25zGAEgAygLMhsua2Fpcm9zLnYxLlJlY29yZGVkRGVjaXNpb24SJQoDbm93GAIgASgLMhgua2Fpcm9zLnYxLkNoZWNrUmVzcG9uc2UqYwoIRGVjaXNpb24SGAoUREVDSVNJT05fVU5TUEVDSUZJRUQQABISCg5ERUNJU0lPTl9BTExPVxABEhUKEURFQ0lTSU9OX1NVUFBSRVNTEAISEgoOREVDSVNJT05fREVGRVIQAzLUBAoSU3VwcHJlc3Npb25TZXJ2aWNlEjoKBUNoZWNrEhcua2Fpcm9zLnYxLkNoZWNrUmVxdWVzdBoYLmthaXJvcy52MS5DaGVja1Jlc3BvbnNlEkkKClNldENvbnNlbnQSHC5rYWlyb3MudjEuU2V0Q29uc2VudFJlcXVlc3QaHS5rYWlyb3MudjEuU2V0Q29uc2VudFJlc3BvbnNlElUKDlNldFByZWZlcmVuY2VzEiAua2Fpcm9zLnYxLlNldFByZWZlcmVuY2VzUmVxdWVzdBohLmthaXJvcy52MS5TZXRQcmVmZXJlbmNlc1Jlc3BvbnNlEj0KBkNhbmNlbBIYLmthaXJvcy52MS5DYW5jZWxSZXF1ZXN0Ghkua2Fpcm9zLnYxLkNhbmNlbFJlc3BvbnNlEmcKFEFkZFRvU3VwcHJlc3Npb25MaXN0EiYua2Fpcm9zLnYxLkFkZFRvU3VwcHJlc3Npb25MaXN0UmVxdWVzdBonLmthaXJvcy52MS5BZGRUb1N1cHByZXNzaW9uTGlzdFJlc3BvbnNlEnYKGVJlbW92ZUZyb21TdXBwcmVzc2lvbkxpc3QSKy5rYWlyb3MudjEuUmVtb3ZlRnJvbVN1cHByZXNzaW9uTGlzdFJlcXVlc3QaLC5rYWlyb3MudjEuUmVtb3ZlRnJvbVN1cHByZXNzaW9uTGlzdFJlc3BvbnNlEkAKB0V4cGxhaW4SGS5rYWlyb3MudjEuRXhwbGFpblJlcXVlc3QaGi5rYWlyb3MudjEuRXhwbGFpblJlc3BvbnNlYgZwcm90bzM",
+    [file_google_protobuf_timestamp, file_kairos_v1_action, file_kairos_v1_profile],
   );
 
 /**
@@ -75,6 +79,13 @@ export type CheckResponse = Message<"kairos.v1.CheckResponse"> & {
    * @generated from field: google.protobuf.Timestamp defer_until = 3;
    */
   deferUntil?: Timestamp | undefined;
+
+  /**
+   * Human-readable detail of the reason.
+   *
+   * @generated from field: string detail = 4;
+   */
+  detail: string;
 };
 
 /**
@@ -153,6 +164,356 @@ export const SetConsentResponseSchema: GenMessage<SetConsentResponse> =
   messageDesc(file_kairos_v1_suppression_service, 3);
 
 /**
+ * SetPreferencesRequest records a customer's contact preferences.
+ *
+ * @generated from message kairos.v1.SetPreferencesRequest
+ */
+export type SetPreferencesRequest = Message<"kairos.v1.SetPreferencesRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: string profile_id = 2;
+   */
+  profileId: string;
+
+  /**
+   * Channels the customer wants to be contacted on; empty means any channel.
+   *
+   * @generated from field: repeated string channels = 3;
+   */
+  channels: string[];
+
+  /**
+   * At most this many non-transactional contacts per rolling week; 0 means no limit of their own.
+   *
+   * @generated from field: uint32 max_per_week = 4;
+   */
+  maxPerWeek: number;
+
+  /**
+   * @generated from field: string source = 5;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message kairos.v1.SetPreferencesRequest.
+ * Use `create(SetPreferencesRequestSchema)` to create a new message.
+ */
+export const SetPreferencesRequestSchema: GenMessage<SetPreferencesRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 4);
+
+/**
+ * SetPreferencesResponse confirms the recorded preferences.
+ *
+ * @generated from message kairos.v1.SetPreferencesResponse
+ */
+export type SetPreferencesResponse = Message<"kairos.v1.SetPreferencesResponse"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp recorded_at = 1;
+   */
+  recordedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.SetPreferencesResponse.
+ * Use `create(SetPreferencesResponseSchema)` to create a new message.
+ */
+export const SetPreferencesResponseSchema: GenMessage<SetPreferencesResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 5);
+
+/**
+ * CancelRequest names the profile and the cancel keys whose actions to withdraw.
+ *
+ * @generated from message kairos.v1.CancelRequest
+ */
+export type CancelRequest = Message<"kairos.v1.CancelRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: string profile_id = 2;
+   */
+  profileId: string;
+
+  /**
+   * @generated from field: repeated string cancel_keys = 3;
+   */
+  cancelKeys: string[];
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message kairos.v1.CancelRequest.
+ * Use `create(CancelRequestSchema)` to create a new message.
+ */
+export const CancelRequestSchema: GenMessage<CancelRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 6);
+
+/**
+ * CancelResponse returns the published cancellation.
+ *
+ * @generated from message kairos.v1.CancelResponse
+ */
+export type CancelResponse = Message<"kairos.v1.CancelResponse"> & {
+  /**
+   * @generated from field: kairos.v1.Cancellation cancellation = 1;
+   */
+  cancellation?: Cancellation | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.CancelResponse.
+ * Use `create(CancelResponseSchema)` to create a new message.
+ */
+export const CancelResponseSchema: GenMessage<CancelResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 7);
+
+/**
+ * AddToSuppressionListRequest suppresses one identifier.
+ *
+ * @generated from message kairos.v1.AddToSuppressionListRequest
+ */
+export type AddToSuppressionListRequest = Message<"kairos.v1.AddToSuppressionListRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: kairos.v1.Identifier identifier = 2;
+   */
+  identifier?: Identifier | undefined;
+
+  /**
+   * The channel, or "*" for every channel.
+   *
+   * @generated from field: string channel = 3;
+   */
+  channel: string;
+
+  /**
+   * One of "unsubscribed", "hard_bounced", "complained", "deleted".
+   *
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string source = 5;
+   */
+  source: string;
+};
+
+/**
+ * Describes the message kairos.v1.AddToSuppressionListRequest.
+ * Use `create(AddToSuppressionListRequestSchema)` to create a new message.
+ */
+export const AddToSuppressionListRequestSchema: GenMessage<AddToSuppressionListRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 8);
+
+/**
+ * AddToSuppressionListResponse confirms the entry.
+ *
+ * @generated from message kairos.v1.AddToSuppressionListResponse
+ */
+export type AddToSuppressionListResponse = Message<"kairos.v1.AddToSuppressionListResponse"> & {
+  /**
+   * @generated from field: google.protobuf.Timestamp recorded_at = 1;
+   */
+  recordedAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.AddToSuppressionListResponse.
+ * Use `create(AddToSuppressionListResponseSchema)` to create a new message.
+ */
+export const AddToSuppressionListResponseSchema: GenMessage<AddToSuppressionListResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 9);
+
+/**
+ * RemoveFromSuppressionListRequest lifts one entry.
+ *
+ * @generated from message kairos.v1.RemoveFromSuppressionListRequest
+ */
+export type RemoveFromSuppressionListRequest = Message<"kairos.v1.RemoveFromSuppressionListRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: kairos.v1.Identifier identifier = 2;
+   */
+  identifier?: Identifier | undefined;
+
+  /**
+   * @generated from field: string channel = 3;
+   */
+  channel: string;
+};
+
+/**
+ * Describes the message kairos.v1.RemoveFromSuppressionListRequest.
+ * Use `create(RemoveFromSuppressionListRequestSchema)` to create a new message.
+ */
+export const RemoveFromSuppressionListRequestSchema: GenMessage<RemoveFromSuppressionListRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 10);
+
+/**
+ * RemoveFromSuppressionListResponse says whether there was an entry.
+ *
+ * @generated from message kairos.v1.RemoveFromSuppressionListResponse
+ */
+export type RemoveFromSuppressionListResponse = Message<"kairos.v1.RemoveFromSuppressionListResponse"> & {
+  /**
+   * @generated from field: bool removed = 1;
+   */
+  removed: boolean;
+};
+
+/**
+ * Describes the message kairos.v1.RemoveFromSuppressionListResponse.
+ * Use `create(RemoveFromSuppressionListResponseSchema)` to create a new message.
+ */
+export const RemoveFromSuppressionListResponseSchema: GenMessage<RemoveFromSuppressionListResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 11);
+
+/**
+ * ExplainRequest asks about one profile and channel.
+ *
+ * @generated from message kairos.v1.ExplainRequest
+ */
+export type ExplainRequest = Message<"kairos.v1.ExplainRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: string profile_id = 2;
+   */
+  profileId: string;
+
+  /**
+   * @generated from field: string channel = 3;
+   */
+  channel: string;
+
+  /**
+   * At most this many decisions (newest first); 0 means 50.
+   *
+   * @generated from field: uint32 limit = 4;
+   */
+  limit: number;
+};
+
+/**
+ * Describes the message kairos.v1.ExplainRequest.
+ * Use `create(ExplainRequestSchema)` to create a new message.
+ */
+export const ExplainRequestSchema: GenMessage<ExplainRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 12);
+
+/**
+ * RecordedDecision is one decision suppression made about an action.
+ *
+ * @generated from message kairos.v1.RecordedDecision
+ */
+export type RecordedDecision = Message<"kairos.v1.RecordedDecision"> & {
+  /**
+   * @generated from field: string action_id = 1;
+   */
+  actionId: string;
+
+  /**
+   * @generated from field: string journey = 2;
+   */
+  journey: string;
+
+  /**
+   * @generated from field: kairos.v1.OutcomeStatus status = 3;
+   */
+  status: OutcomeStatus;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string detail = 5;
+   */
+  detail: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp decided_at = 6;
+   */
+  decidedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: int32 priority = 7;
+   */
+  priority: number;
+
+  /**
+   * @generated from field: string purpose = 8;
+   */
+  purpose: string;
+};
+
+/**
+ * Describes the message kairos.v1.RecordedDecision.
+ * Use `create(RecordedDecisionSchema)` to create a new message.
+ */
+export const RecordedDecisionSchema: GenMessage<RecordedDecision> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 13);
+
+/**
+ * ExplainResponse lists the decisions and the verdict a Check would give now.
+ *
+ * @generated from message kairos.v1.ExplainResponse
+ */
+export type ExplainResponse = Message<"kairos.v1.ExplainResponse"> & {
+  /**
+   * @generated from field: repeated kairos.v1.RecordedDecision decisions = 1;
+   */
+  decisions: RecordedDecision[];
+
+  /**
+   * @generated from field: kairos.v1.CheckResponse now = 2;
+   */
+  now?: CheckResponse | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.ExplainResponse.
+ * Use `create(ExplainResponseSchema)` to create a new message.
+ */
+export const ExplainResponseSchema: GenMessage<ExplainResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_suppression_service, 14);
+
+/**
  * Decision is the verdict of a check.
  *
  * @generated from enum kairos.v1.Decision
@@ -187,7 +548,9 @@ export const DecisionSchema: GenEnum<Decision> =
   enumDesc(file_kairos_v1_suppression_service, 0);
 
 /**
- * SuppressionService answers whether a customer may be contacted, and records consent.
+ * SuppressionService answers whether a customer may be contacted, records
+ * consent, preferences and suppression lists, cancels pending actions and
+ * explains past decisions.
  *
  * @generated from service kairos.v1.SuppressionService
  */
@@ -209,5 +572,55 @@ export const SuppressionService: GenService<{
     methodKind: "unary";
     input: typeof SetConsentRequestSchema;
     output: typeof SetConsentResponseSchema;
+  };
+  /**
+   * SetPreferences records the channels a customer prefers and how often they
+   * want to hear from the brand.
+   *
+   * @generated from rpc kairos.v1.SuppressionService.SetPreferences
+   */
+  setPreferences: {
+    methodKind: "unary";
+    input: typeof SetPreferencesRequestSchema;
+    output: typeof SetPreferencesResponseSchema;
+  };
+  /**
+   * Cancel withdraws the profile's pending actions that carry any of the keys.
+   *
+   * @generated from rpc kairos.v1.SuppressionService.Cancel
+   */
+  cancel: {
+    methodKind: "unary";
+    input: typeof CancelRequestSchema;
+    output: typeof CancelResponseSchema;
+  };
+  /**
+   * AddToSuppressionList suppresses an identifier on a channel (or on every channel).
+   *
+   * @generated from rpc kairos.v1.SuppressionService.AddToSuppressionList
+   */
+  addToSuppressionList: {
+    methodKind: "unary";
+    input: typeof AddToSuppressionListRequestSchema;
+    output: typeof AddToSuppressionListResponseSchema;
+  };
+  /**
+   * @generated from rpc kairos.v1.SuppressionService.RemoveFromSuppressionList
+   */
+  removeFromSuppressionList: {
+    methodKind: "unary";
+    input: typeof RemoveFromSuppressionListRequestSchema;
+    output: typeof RemoveFromSuppressionListResponseSchema;
+  };
+  /**
+   * Explain answers "why was this customer (not) contacted on this channel" from
+   * the recorded decisions, newest first, and what a Check would say now.
+   *
+   * @generated from rpc kairos.v1.SuppressionService.Explain
+   */
+  explain: {
+    methodKind: "unary";
+    input: typeof ExplainRequestSchema;
+    output: typeof ExplainResponseSchema;
   };
 }> = /*@__PURE__*/ serviceDesc(file_kairos_v1_suppression_service, 0);
