@@ -1,13 +1,11 @@
 /**
  * Suppression against a real nats-server, with profiles served over real gRPC
- * loopback by a small in-test `ProfileService` (identity is its own package).
+ * loopback by a small test `ProfileService` (identity is its own package).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import * as grpc from "@grpc/grpc-js";
-import { trace } from "@opentelemetry/api";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
@@ -27,25 +25,13 @@ import {
   IntentSchema,
   OutcomeSchema,
   OutcomeStatus,
-  ProfileSchema,
-  ProfileService,
   SuppressionService,
-  type Profile,
 } from "@kairos/contracts";
-import {
-  createGrpcClient,
-  createLogger,
-  GrpcError,
-  implement,
-  loadConfig,
-  Metrics,
-  startGrpcServer,
-  subjects,
-  type GrpcServer,
-} from "@kairos/kit";
+import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import type { ContactState } from "./decide.js";
 import { instantOf, wallTime } from "./local-time.js";
+import { startTestIdentity, testProfile, type TestIdentity } from "./test-identity.js";
 import { configSpec, startSuppression, type SuppressionHandle } from "./service.js";
 
 const config = `
@@ -60,42 +46,20 @@ channels:
     webhook: { url: "http://127.0.0.1:1/email" }
 `;
 
-/** The fixed profiles of the in-test identity, by profile id. */
-const profiles = new Map<string, Profile>(
-  (
-    [
-      ["p_ok", { plan: "gold", first_name: "Ada" }],
-      ["p_out", { opt_out: ["email"] }],
-      ["p_all", { opt_out: "all" }],
-      ["p_capped", {}],
-      ["p_dup", {}],
-      ["p_consent", {}],
-      ["p_flaky", {}],
-      ["p_crash", { timezone: "Pacific/Kiritimati" }],
-      ["p_survivor", {}],
-    ] as [string, JsonObject][]
-  ).map(([id, traits]) => [
-    id,
-    create(ProfileSchema, {
-      workspace: "ws",
-      profileId: id,
-      version: 1n,
-      identifiers: [
-        { type: "user_id", value: `u-${id}` },
-        { type: "email", value: `${id}@example.com` },
-      ],
-      traits,
-    }),
-  ]),
-);
-/** Profiles merged away, answered with their survivor (as identity does). */
-const mergedInto = new Map([["p_merged_away", "p_survivor"]]);
-/** Lookups of these profile ids fail with UNAVAILABLE this many more times. */
-const unavailable = new Map<string, number>([["p_flaky", 2]]);
-const lookups = new Map<string, number>();
+const fixtures: [string, JsonObject][] = [
+  ["p_ok", { plan: "gold", first_name: "Ada" }],
+  ["p_out", { opt_out: ["email"] }],
+  ["p_all", { opt_out: "all" }],
+  ["p_capped", {}],
+  ["p_dup", {}],
+  ["p_consent", {}],
+  ["p_flaky", {}],
+  ["p_crash", { timezone: "Pacific/Kiritimati" }],
+  ["p_survivor", {}],
+];
 
 let server: NatsServer;
-let identity: GrpcServer;
+let identity: TestIdentity;
 let svc: SuppressionHandle;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
@@ -103,38 +67,9 @@ let dir: string;
 
 beforeAll(async () => {
   server = await NatsServer.start();
-  identity = await startGrpcServer({
-    service: "fake-identity",
-    host: "127.0.0.1",
-    port: 0,
-    tracer: trace.getTracer("fake-identity"),
-    metrics: new Metrics("fake-identity"),
-    logger: createLogger({ service: "fake-identity", level: "silent" }),
-    registrations: [
-      implement(ProfileService, {
-        getProfile: (req) => {
-          const id = req.identifier?.value ?? "";
-          lookups.set(id, (lookups.get(id) ?? 0) + 1);
-          const failures = unavailable.get(id) ?? 0;
-          if (failures > 0) {
-            unavailable.set(id, failures - 1);
-            throw new GrpcError(grpc.status.UNAVAILABLE, "identity is restarting");
-          }
-          const profile =
-            req.identifier?.type === "profile_id" ? profiles.get(mergedInto.get(id) ?? id) : undefined;
-          if (profile === undefined || profile.workspace !== req.workspace) {
-            throw new GrpcError(grpc.status.NOT_FOUND, "no such profile");
-          }
-          return { profile };
-        },
-        batchGetProfiles: () => ({}),
-        deleteProfile: () => {
-          throw new GrpcError(grpc.status.UNIMPLEMENTED, "not in this test");
-        },
-      }),
-    ],
-  });
-  identity.setServing();
+  identity = await startTestIdentity(fixtures.map(([id, traits]) => testProfile(id, traits)));
+  identity.mergedInto.set("p_merged_away", "p_survivor");
+  identity.unavailable.set("p_flaky", 2);
   dir = mkdtempSync(join(tmpdir(), "kairos-suppression-"));
   writeFileSync(join(dir, "mesh.yaml"), config);
   svc = await startSuppression(
@@ -144,7 +79,7 @@ beforeAll(async () => {
       OPS_PORT: "0",
       LOG_LEVEL: "silent",
       KAIROS_CONFIG: join(dir, "mesh.yaml"),
-      IDENTITY_GRPC_ADDR: identity.address,
+      IDENTITY_GRPC_ADDR: identity.server.address,
     }),
   );
   nc = await connect({ servers: server.url });
@@ -153,7 +88,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await svc?.stop();
-  await identity?.shutdown(1000);
+  await identity?.server.shutdown(1000);
   await nc?.close();
   await server?.[Symbol.asyncDispose]();
   if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
@@ -317,7 +252,7 @@ describe("suppression", () => {
   it("retries while identity is unavailable, then dispatches", async () => {
     await publishIntent("p_flaky", "act_flaky");
     await dispatchOf("act_flaky");
-    expect(lookups.get("p_flaky")).toBeGreaterThanOrEqual(3);
+    expect(identity.lookups.get("p_flaky")).toBeGreaterThanOrEqual(3);
     expect(await dispatched("act_flaky")).toHaveLength(1);
   });
 
