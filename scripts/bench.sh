@@ -8,5 +8,6 @@ case "$what" in
   bus) exec pnpm exec tsx bench/bus-ceiling.ts ;;
   e2e) exec pnpm exec tsx bench/end-to-end.ts ;;
   identity) exec pnpm exec tsx bench/identity-drain.ts ;;
+  suppression) exec pnpm exec tsx bench/suppression.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac

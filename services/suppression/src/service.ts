@@ -194,15 +194,22 @@ export async function startSuppression(
     ): Promise<{ verdict: Verdict; profile: Profile | undefined; decidedAtMs: number }> => {
       const channel = channelOf(q.channel);
       const policy = policyOf(q.workspace, channel);
-      const profile = await profiles.get(q.workspace, q.profileId);
+      // The profile and the contact record are read together (two round trips in parallel).
+      const [profile, first] = await Promise.all([
+        profiles.get(q.workspace, q.profileId),
+        stores.contact(q.workspace, q.profileId),
+      ]);
       // After a merge identity answers with the survivor: its record applies.
       const profileId = profile?.profileId || q.profileId;
       const listed = lists.matching(q.workspace, q.channel, profile?.identifiers ?? [], (...a) =>
         stores.listKey(...a),
       );
+      let read: Awaited<ReturnType<typeof stores.contact>> | undefined =
+        profileId === q.profileId ? first : undefined;
       for (let attempt = 1; ; attempt++) {
         const now = clock();
-        const { state, revision } = await stores.contact(q.workspace, profileId);
+        const { state, revision } = read ?? (await stores.contact(q.workspace, profileId));
+        read = undefined;
         const verdict = decide(q, profile, state, listed, policy, now);
         if (!take || verdict.kind !== "dispatch" || !verdict.count)
           return { verdict, profile, decidedAtMs: now };
