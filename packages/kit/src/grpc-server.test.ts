@@ -112,7 +112,15 @@ describe("gRPC server built from descriptors", () => {
       "GetProfile",
     ]);
     expect(sorted(listed["kairos.v1.SegmentService"])).toEqual(["ListMemberships", "ListSegmentMembers"]);
-    expect(sorted(listed["kairos.v1.SuppressionService"])).toEqual(["Check", "SetConsent"]);
+    expect(sorted(listed["kairos.v1.SuppressionService"])).toEqual([
+      "AddToSuppressionList",
+      "Cancel",
+      "Check",
+      "Explain",
+      "RemoveFromSuppressionList",
+      "SetConsent",
+      "SetPreferences",
+    ]);
     expect(sorted(listed["kairos.v1.DispatcherService"])).toEqual(["GetStatus", "Subscribe"]);
   });
 });
