@@ -15,3 +15,4 @@ export * from "./runtime.js";
 export * from "./grpc-probe.js";
 export * from "./keyed-lock.js";
 export * from "./service.js";
+export * from "./cancellations.js";

@@ -14,7 +14,7 @@ import {
   OutcomeStatus,
   type Outcome,
 } from "@kairos/contracts";
-import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
+import { Cancellations, createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { configSpec, startDispatcherWebhook, type DispatcherHandle } from "./service.js";
 
@@ -70,7 +70,10 @@ beforeEach(() => {
   received.length = 0;
 });
 
-async function dispatch(actionId: string, over: { notAfterMs?: number; msgID?: string } = {}) {
+async function dispatch(
+  actionId: string,
+  over: { notAfterMs?: number; msgID?: string; cancelKeys?: string[] } = {},
+) {
   const now = Date.now();
   const d = create(DispatchSchema, {
     intent: {
@@ -80,6 +83,8 @@ async function dispatch(actionId: string, over: { notAfterMs?: number; msgID?: s
       channel: "webhook",
       journey: "j",
       payload: { hello: "world" },
+      cancelKeys: over.cancelKeys ?? [],
+      intendedAt: timestampFromMs(now - 10),
       ...(over.notAfterMs === undefined ? {} : { notAfter: timestampFromMs(over.notAfterMs) }),
     },
     destinations: [{ type: "email", value: "ada@example.org" }],
@@ -160,6 +165,27 @@ describe("dispatcher-webhook", () => {
       reason: "expired",
     });
     expect(received).toHaveLength(0);
+  });
+
+  it("withdraws an action cancelled after it was handed to the channel, without POSTing it", async () => {
+    const cancellations = await Cancellations.open(nc);
+    await cancellations.mark("demo", "p-1", ["journey:cart:p-1"], {
+      atMs: Date.now(),
+      reason: "event Order Completed",
+    });
+    await dispatch("act_cancelled", { cancelKeys: ["journey:cart:p-1"] });
+    expect((await settled("act_cancelled"))[0]).toMatchObject({
+      status: OutcomeStatus.CANCELLED,
+      reason: "cancelled",
+    });
+    expect(received).toHaveLength(0);
+    // A cancellation older than the action does not touch it.
+    await cancellations.mark("demo", "p-1", ["journey:old:p-1"], {
+      atMs: Date.now() - 60_000,
+      reason: "old",
+    });
+    await dispatch("act_newer", { cancelKeys: ["journey:old:p-1"] });
+    expect((await settled("act_newer"))[0]).toMatchObject({ status: OutcomeStatus.DELIVERED });
   });
 
   it("exports the channel's lateness histogram and objective, and its status over gRPC", async () => {

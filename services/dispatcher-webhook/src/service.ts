@@ -21,6 +21,7 @@ import {
 import { loadMeshConfig } from "@kairos/mesh-config";
 import {
   ConfigError,
+  Cancellations,
   consumers,
   env,
   GrpcError,
@@ -103,6 +104,7 @@ export async function startDispatcherWebhook(
   const { channel, url, timeoutMs, headers } = channelSettings(cfg);
   return startService("dispatcher-webhook", cfg, opts, async (runtime) => {
     const kvm = new Kvm(runtime.nc);
+    const cancellations = await Cancellations.open(runtime.nc, cfg.NATS_REPLICAS);
     // What was delivered (or failed for good): a redelivered dispatch is not sent again.
     const ledger = await kvm.create("dispatch-ledger", {
       history: 1,
@@ -218,6 +220,17 @@ export async function startDispatcherWebhook(
           e.attempts,
           e.status === "delivered" ? timestampFromMs(e.atMs) : undefined,
         );
+        return;
+      }
+      const cancelled = await cancellations.cancelling(
+        i.workspace,
+        i.profileId,
+        i.cancelKeys,
+        i.intendedAt === undefined ? 0 : timestampMs(i.intendedAt),
+      );
+      if (cancelled !== undefined) {
+        deliveries.inc({ channel: channel.name, result: "cancelled", reason: "cancelled" });
+        await publishOutcome(d, OutcomeStatus.CANCELLED, "cancelled", ctx.deliveryCount - 1);
         return;
       }
       if (i.notAfter !== undefined && clock() > timestampMs(i.notAfter)) {

@@ -28,6 +28,7 @@ import {
 } from "@kairos/contracts";
 import { loadMeshConfig, type ChannelConfig, type SuppressionPolicy } from "@kairos/mesh-config";
 import {
+  Cancellations,
   consumers,
   env,
   GrpcError,
@@ -119,6 +120,7 @@ export async function startSuppression(
   };
   return startService("suppression", cfg, opts, async (runtime) => {
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
+    const cancellations = await Cancellations.open(runtime.nc, cfg.NATS_REPLICAS);
     const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
@@ -485,6 +487,8 @@ export async function startSuppression(
           withCancelled(s, c.cancelKeys, atMs, c.reason),
         );
       });
+      // For the dispatchers: an action already handed to its channel is withdrawn there.
+      await cancellations.mark(c.workspace, c.profileId, c.cancelKeys, { atMs, reason: c.reason });
       for (const ref of deferred.withCancelKeys(c.workspace, c.profileId, c.cancelKeys)) {
         if (ref.intendedAtMs > atMs) continue;
         const found = await stores.getDeferred(ref.key);

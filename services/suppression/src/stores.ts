@@ -8,6 +8,7 @@
  */
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
+import { keyToken } from "@kairos/kit";
 import { emptyContact, type ContactState } from "./decide.js";
 
 const enc = new TextEncoder();
@@ -21,19 +22,7 @@ function isConflict(e: unknown): boolean {
   return e instanceof Error && /wrong last sequence|key exists/i.test(e.message);
 }
 
-/**
- * One key token. KV keys allow `[-/_=.a-zA-Z0-9]` and `.` separates tokens, so
- * anything else (an empty string, `@`, `.`) is `=` + base64url: a plain token
- * never starts with `=`, so the two forms cannot collide.
- */
-export function keyToken(s: string): string {
-  return /^[-_a-zA-Z0-9][-_=a-zA-Z0-9]*$/.test(s) ? s : `=${Buffer.from(s).toString("base64url")}`;
-}
-
-/** The inverse of `keyToken`. */
-export function fromKeyToken(t: string): string {
-  return t.startsWith("=") ? Buffer.from(t.slice(1), "base64url").toString() : t;
-}
+export { fromKeyToken, keyToken } from "@kairos/kit";
 
 const live = (e: KvEntry | null): e is KvEntry => e !== null && e.operation === "PUT" && e.value.length > 0;
 
