@@ -45,21 +45,7 @@ export function isTimeZone(tz: string): boolean {
   }
 }
 
-/** Readings by zone and whole minute: decisions ask about the same few minutes over and over. */
-const minuteCache = new Map<string, WallTime & { second: number }>();
-
 function parts(ms: number, tz: string): WallTime & { second: number } {
-  const second = Math.floor(ms / 1000) % 60;
-  const key = `${tz}|${Math.floor(ms / 60_000)}`;
-  const cached = minuteCache.get(key);
-  if (cached !== undefined) return { ...cached, second: second < 0 ? second + 60 : second };
-  const r = formatParts(ms, tz);
-  if (minuteCache.size >= 50_000) minuteCache.clear();
-  minuteCache.set(key, r);
-  return r;
-}
-
-function formatParts(ms: number, tz: string): WallTime & { second: number } {
   const out = { year: 0, month: 0, day: 0, hour: 0, minute: 0, second: 0 };
   for (const p of format(tz).formatToParts(ms)) {
     if (p.type in out) out[p.type as keyof typeof out] = Number(p.value);

@@ -456,7 +456,9 @@ export async function startSuppression(
         const groups = new Map<string, DeferredRef[]>();
         for (const r of due) {
           const k = profileLock(r.workspace, r.profileId);
-          groups.set(k, [...(groups.get(k) ?? []), r]);
+          const group = groups.get(k);
+          if (group === undefined) groups.set(k, [r]);
+          else group.push(r);
         }
         const work = [...groups.values()].map(async (refs) => {
           const order = workspaces.get(refs[0]?.workspace ?? "")?.suppression.capOrder ?? "priority";
