@@ -26,6 +26,21 @@ export class PermanentError extends Error {
   }
 }
 
+/**
+ * Thrown by a handler that knows when to try again (a `Retry-After`, a circuit
+ * that opens at a known time): the message is redelivered after `delayMs`
+ * instead of the backoff's delay. It still counts as a delivery.
+ */
+export class RetryLater extends Error {
+  constructor(
+    message: string,
+    readonly delayMs: number,
+  ) {
+    super(message);
+    this.name = "RetryLater";
+  }
+}
+
 /** What a handler knows about the message besides its decoded body. */
 export interface MessageContext {
   readonly subject: string;
@@ -189,7 +204,10 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
         }
       } else {
         result = "retry";
-        const delay = backoffDelay(backoff, m.info.deliveryCount);
+        const delay =
+          e instanceof RetryLater
+            ? Math.max(50, Math.round(e.delayMs))
+            : backoffDelay(backoff, m.info.deliveryCount);
         logger.warn(
           { err: e, subject: m.subject, delivery: m.info.deliveryCount, retryInMs: delay },
           "handler failed; will retry",

@@ -2,6 +2,7 @@
 import { readFileSync } from "node:fs";
 import { isNode, LineCounter, parseDocument, type Document } from "yaml";
 import { parse as parseCel } from "@bufbuild/cel";
+import type { z } from "zod";
 import { meshConfigSchema, type MeshConfig } from "./schema.js";
 
 /** One problem in a configuration file. */
@@ -168,4 +169,31 @@ export function writeKeyIndex(cfg: MeshConfig): Map<string, { workspace: string;
   for (const ws of cfg.workspaces)
     for (const k of ws.writeKeys) out.set(k.key, { workspace: ws.id, source: k.source });
   return out;
+}
+
+/**
+ * Validates one channel's `settings` with its dispatcher's own schema, naming file,
+ * line and field of every problem (a MeshConfigError), and returns the parsed value.
+ */
+export function parseChannelSettings<S extends z.ZodTypeAny>(
+  file: string,
+  channel: string,
+  schema: S,
+): z.output<S> {
+  const text = readFileSync(file, "utf8");
+  const lc = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: lc, prettyErrors: false });
+  const channels = (doc.toJS() as { channels?: { name?: string; settings?: unknown }[] }).channels ?? [];
+  const index = channels.findIndex((c) => c.name === channel);
+  if (index < 0) {
+    throw new MeshConfigError([{ file, line: 1, path: "channels", message: `no channel named ${channel}` }]);
+  }
+  const result = schema.safeParse(channels[index]?.settings ?? {});
+  if (result.success) return result.data as z.output<S>;
+  throw new MeshConfigError(
+    result.error.issues.map((issue) => {
+      const path = ["channels", index, "settings", ...issue.path];
+      return { file, line: lineOf(doc, lc, path), path: pathText(path), message: issue.message };
+    }),
+  );
 }

@@ -169,6 +169,33 @@ export const channelSchema = z.object({
   quietHours: z.union([dailyWindowSchema, z.literal(false)]).optional(),
   /** opt-out: contact unless the customer said no; opt-in: only after the customer said yes. */
   consent: z.enum(["opt-out", "opt-in"]).default("opt-out"),
+  /** Deliveries in flight at once (per dispatcher replica); the `CONCURRENCY` variable overrides it. */
+  concurrency: z.number().int().min(1).max(4096).optional(),
+  /** At most this many deliveries a second to one destination, per replica. */
+  rateLimit: z
+    .object({ perSecond: z.number().positive(), burst: z.number().int().positive().optional() })
+    .strict()
+    .optional(),
+  /** Deliver in batches: up to `maxSize` actions, or what has gathered after `maxWait`. */
+  batch: z
+    .object({ maxSize: z.number().int().min(1).max(10_000), maxWait: duration.default(200) })
+    .strict()
+    .optional(),
+  /** Deliveries of one action before it is FAILED and dead-lettered (transient errors are retried with backoff). */
+  maxAttempts: z.number().int().min(1).max(100).default(8),
+  /** Stop calling a destination after this many transient failures in a row, for a cooldown that doubles while it stays down; `false`: never. */
+  circuitBreaker: z
+    .union([
+      z.literal(false),
+      z
+        .object({
+          failureThreshold: z.number().int().min(1).default(5),
+          cooldown: duration.default(2000),
+          maxCooldown: duration.default(60_000),
+        })
+        .strict(),
+    ])
+    .default({}),
   webhook: z
     .object({
       url: z.string().url(),
@@ -176,6 +203,8 @@ export const channelSchema = z.object({
       headers: z.record(z.string()).default({}),
     })
     .optional(),
+  /** The channel's own settings, validated by its dispatcher (see docs/adding-a-channel.md). */
+  settings: z.record(z.unknown()).default({}),
 });
 
 export const meshConfigSchema = z.object({

@@ -1,8 +1,3 @@
-/** The webhook dispatcher's public surface; copy this service to write a new channel. */
-export {
-  configSpec,
-  startDispatcherWebhook,
-  type DispatcherConfig,
-  type DispatcherHandle,
-} from "./service.js";
-export { classifyError, classifyStatus, requestBody, type Classified } from "./delivery.js";
+/** The webhook dispatcher's public surface. */
+export { configSpec, startDispatcherWebhook, webhookChannel } from "./service.js";
+export { requestBody } from "./delivery.js";

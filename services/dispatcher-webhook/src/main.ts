@@ -1,4 +1,4 @@
-import { runMain } from "@kairos/kit";
-import { configSpec, startDispatcherWebhook } from "./service.js";
+import { runDispatcher } from "@kairos/dispatcher-sdk";
+import { webhookChannel } from "./service.js";
 
-await runMain("dispatcher-webhook", configSpec, startDispatcherWebhook);
+await runDispatcher(webhookChannel);
