@@ -74,7 +74,7 @@ export interface DeliveryContext<S> {
   readonly traceHeaders: Record<string, string>;
   readonly span: Span;
   readonly logger: Logger;
-  now(): number;
+  readonly now: () => number;
 }
 
 /** What `setup` can use and extend. */

@@ -17,7 +17,9 @@ function lookup(vars: unknown, path: string): unknown {
 
 function text(v: unknown): string | undefined {
   if (v === undefined || v === null || v === "") return undefined;
-  return typeof v === "object" ? JSON.stringify(v) : String(v);
+  if (typeof v === "string") return v;
+  if (typeof v === "number" || typeof v === "boolean" || typeof v === "bigint") return String(v);
+  return JSON.stringify(v);
 }
 
 export function renderTemplate(
