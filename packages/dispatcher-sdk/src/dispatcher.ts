@@ -61,6 +61,7 @@ import { Batcher } from "./batcher.js";
 import { CircuitBreaker } from "./circuit-breaker.js";
 import { classifyError, type DeliveryResult } from "./classify.js";
 import { HttpClient } from "./http.js";
+import { LiveRegistry } from "./live.js";
 import { RateLimiter } from "./rate-limit.js";
 
 /** What a delivery function gets besides the action. */
@@ -87,12 +88,12 @@ export interface DispatcherHost<S, C> {
   readonly http: HttpClient;
   readonly clock: () => number;
   /**
-   * Actions shown to live subscribers (`DispatcherService.Subscribe`): emit
-   * `("action", Action)`. By default every action this replica delivers.
+   * Live subscribers (`DispatcherService.Subscribe`, and whatever `setup` adds).
+   * By default every action this replica delivers is published to them.
    */
-  readonly live: EventEmitter;
-  /** Set to false when `setup` feeds `live` itself (e.g. from every replica). */
-  emitDeliveredToLive: boolean;
+  readonly live: LiveRegistry;
+  /** Set to false when delivery itself is the push to live subscribers (the web channel). */
+  publishDeliveredToLive: boolean;
   /** Extra gRPC services on the dispatcher's port. */
   readonly grpcServices: ServiceRegistration[];
   /** Extra addresses to return in the handle (e.g. an HTTP server's). */
@@ -288,8 +289,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
       const stopping = new AbortController();
       runtime.lifecycle.add("intake", "dispatcher-waits", () => stopping.abort());
 
-      const live = new EventEmitter();
-      live.setMaxListeners(0);
+      const live = new LiveRegistry();
       const host: DispatcherHost<S, DispatcherConfig<E>> = {
         runtime,
         settings,
@@ -299,7 +299,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
         http,
         clock,
         live,
-        emitDeliveredToLive: true,
+        publishDeliveredToLive: true,
         grpcServices: [],
         addresses: {},
       };
@@ -527,7 +527,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
         }
         await publishOutcome(a, OutcomeStatus.DELIVERED, result.detail ?? "", a.attempt, now);
         if (def.afterDelivered !== undefined) await def.afterDelivered(a, host);
-        if (host.emitDeliveredToLive) live.emit("action", a);
+        if (host.publishDeliveredToLive) live.publish(a);
       };
 
       await def.setup?.(host);
@@ -557,18 +557,25 @@ export async function startDispatcher<S, E extends ConfigSpec>(
               );
             }
             // Live only: actions delivered from now on to this identifier.
-            for await (const [a] of on(live, "action", { signal: call.signal }) as AsyncIterable<[Action]>) {
-              if (a.workspace !== req.workspace) continue;
-              if (
-                !a.destinations.some((x) => x.type === req.identifierType && x.value === req.identifierValue)
-              )
-                continue;
-              yield {
-                actionId: a.actionId,
-                journey: a.journey,
-                payload: a.payload,
-                ...(a.dispatch.dueAt === undefined ? {} : { dueAt: a.dispatch.dueAt }),
-              };
+            const pushed = new EventEmitter();
+            const off = live.subscribe(
+              req.workspace,
+              [{ type: req.identifierType, value: req.identifierValue }],
+              (a) => pushed.emit("action", a),
+            );
+            try {
+              for await (const [a] of on(pushed, "action", { signal: call.signal }) as AsyncIterable<
+                [Action]
+              >) {
+                yield {
+                  actionId: a.actionId,
+                  journey: a.journey,
+                  payload: a.payload,
+                  ...(a.dispatch.dueAt === undefined ? {} : { dueAt: a.dispatch.dueAt }),
+                };
+              }
+            } finally {
+              off();
             }
           },
         }),

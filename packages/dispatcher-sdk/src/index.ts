@@ -10,5 +10,6 @@ export * from "./circuit-breaker.js";
 export * from "./classify.js";
 export * from "./dispatcher.js";
 export * from "./http.js";
+export * from "./live.js";
 export * from "./rate-limit.js";
 export * from "./render.js";

@@ -1,0 +1,4 @@
+import { runDispatcher } from "@kairos/dispatcher-sdk";
+import { webChannel } from "./service.js";
+
+await runDispatcher(webChannel());
