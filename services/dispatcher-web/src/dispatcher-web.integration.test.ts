@@ -40,7 +40,7 @@ class SseClient {
   static open(base: string, query: Record<string, string>): Promise<SseClient> {
     const c = new SseClient();
     return new Promise((resolve, reject) => {
-      const req = request(`${base}/v1/stream?${new URLSearchParams(query)}`, (res) => {
+      const req = request(`${base}/v1/stream?${new URLSearchParams(query).toString()}`, (res) => {
         c.res = res;
         c.status = res.statusCode ?? 0;
         let buf = "";
@@ -54,7 +54,8 @@ class SseClient {
             buf = buf.slice(i + 2);
             if (/^: subscribed$/m.test(frame)) resolve(c);
             const data = /^data: (.*)$/m.exec(frame)?.[1];
-            if (/^event: action$/m.test(frame) && data !== undefined) c.actions.push(JSON.parse(data));
+            if (/^event: action$/m.test(frame) && data !== undefined)
+              c.actions.push(JSON.parse(data) as SseClient["actions"][number]);
           }
         });
         res.on("end", () => resolve(c));
