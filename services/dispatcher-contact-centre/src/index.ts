@@ -1,0 +1,8 @@
+export {
+  configSpec,
+  contactCentreChannel,
+  crmRequest,
+  settingsSchema,
+  startDispatcherContactCentre,
+  type ContactCentreSettings,
+} from "./service.js";

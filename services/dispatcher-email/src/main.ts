@@ -1,0 +1,4 @@
+import { runDispatcher } from "@kairos/dispatcher-sdk";
+import { emailChannel } from "./service.js";
+
+await runDispatcher(emailChannel());
