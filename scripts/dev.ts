@@ -9,7 +9,7 @@
  * KAIROS_PORTS=free puts every port on a free one instead (a default that is taken moves
  * to a free port anyway), KAIROS_DATA_DIR moves the JetStream store (default .data/nats).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { join, resolve } from "node:path";
 import { connect as netConnect } from "node:net";
@@ -77,8 +77,8 @@ async function placed(env: Record<string, string>): Promise<Record<string, strin
   }
   for (const [k, v] of Object.entries(env)) {
     if (k in out) continue;
-    const m = /^(127\.0\.0\.1|localhost):(\d+)$/.exec(v);
-    out[k] = m ? `${m[1]}:${await place(Number(m[2]))}` : v;
+    const m = /^(https?:\/\/)?(127\.0\.0\.1|localhost):(\d+)(\/.*)?$/.exec(v);
+    out[k] = m ? `${m[1] ?? ""}${m[2]}:${await place(Number(m[3]))}${m[4] ?? ""}` : v;
   }
   return out;
 }
@@ -98,10 +98,23 @@ async function discoverServices(): Promise<ServiceInfo[]> {
       const pkgPath = join(dir, name, "package.json");
       if (!existsSync(pkgPath) || !existsSync(join(dir, name, "src/main.ts"))) return [];
       const pkg = JSON.parse(readFileSync(pkgPath, "utf8")) as {
-        kairos?: { service?: boolean; env?: Record<string, string> };
+        kairos?: {
+          service?: boolean;
+          env?: Record<string, string>;
+          /** More processes of the same service with other settings (e.g. one per channel). */
+          instances?: { name: string; env: Record<string, string> }[];
+        };
       };
       if (pkg.kairos?.service !== true) return [];
-      return [{ name, dir: join(dir, name), env: pkg.kairos.env ?? {} }];
+      const base = pkg.kairos.env ?? {};
+      return [
+        { name, dir: join(dir, name), env: base },
+        ...(pkg.kairos.instances ?? []).map((i) => ({
+          name: i.name,
+          dir: join(dir, name),
+          env: { ...base, ...i.env },
+        })),
+      ];
     });
   // Every service's own ports first, so an address pointing at one finds it placed.
   for (const s of found) {
@@ -169,6 +182,15 @@ async function main() {
 
   const channelPort = await place(8089);
   endpoint = await startChannelEndpoint(channelPort);
+  // The demo config's channel endpoints and service addresses, pointed at where their ports went.
+  const meshConfig = join(dataDir, "..", "demo.yaml");
+  writeFileSync(
+    meshConfig,
+    readFileSync(join(root, "config/demo.yaml"), "utf8").replace(
+      /127\.0\.0\.1:(\d+)/g,
+      (_, p: string) => `127.0.0.1:${portMap.get(Number(p)) ?? Number(p)}`,
+    ),
+  );
 
   for (const info of services) {
     // One process per service (no tsx wrapper process), so signals reach it directly.
@@ -179,8 +201,7 @@ async function main() {
       env: {
         ...process.env,
         NATS_URL: nats.url,
-        KAIROS_CONFIG: join(root, "config/demo.yaml"),
-        WEBHOOK_URL: `http://127.0.0.1:${channelPort}/hooks/webhook`,
+        KAIROS_CONFIG: meshConfig,
         ...info.env,
       },
     });
@@ -216,7 +237,10 @@ async function main() {
       `  ${info.name.padEnd(20)} gRPC 127.0.0.1:${info.env.GRPC_PORT}  ops http://127.0.0.1:${info.env.OPS_PORT}/metrics  SERVING${extra}  pid ${child.pid}`,
     );
   }
-  if (endpoint) log(`  ${"demo channel".padEnd(20)} http://127.0.0.1:${channelPort}/hooks/webhook`);
+  if (endpoint) log(`  ${"demo channel".padEnd(20)} http://127.0.0.1:${channelPort}/hooks/<channel>`);
+  const web = children.find((c) => c.info.name === "dispatcher-web");
+  if (web?.info.env.HTTP_PORT)
+    log(`  ${"example page".padEnd(20)} http://127.0.0.1:${web.info.env.HTTP_PORT}/`);
   log("Ctrl-C stops everything.\n");
 
   const ingestion = children.find((c) => c.info.name === "ingestion");

@@ -121,8 +121,12 @@ export interface ChannelDefinition<S, E extends ConfigSpec = Record<never, never
   deliver?: (action: Action, ctx: DeliveryContext<S>) => Promise<DeliveryResult>;
   /** Delivers a batch (with `batch:` in the channel config): one result per action, in order. */
   deliverBatch?: (actions: Action[], ctx: DeliveryContext<S>) => Promise<DeliveryResult[]>;
-  /** After a delivery was recorded (e.g. to remember what was added where). */
-  afterDelivered?: (action: Action, host: DispatcherHost<S, DispatcherConfig<E>>) => Promise<void>;
+  /** After a delivery was recorded (e.g. to remember what was added where); `detail` is the result's. */
+  afterDelivered?: (
+    action: Action,
+    detail: string | undefined,
+    host: DispatcherHost<S, DispatcherConfig<E>>,
+  ) => Promise<void>;
   /** Extra set-up before consuming starts: HTTP servers, more consumers, gRPC services. */
   setup?: (host: DispatcherHost<S, DispatcherConfig<E>>) => Promise<void> | void;
 }
@@ -526,7 +530,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           withinSlo.inc({ ...ch, within_slo: String(late <= channel.freshnessSlo) });
         }
         await publishOutcome(a, OutcomeStatus.DELIVERED, result.detail ?? "", a.attempt, now);
-        if (def.afterDelivered !== undefined) await def.afterDelivered(a, host);
+        if (def.afterDelivered !== undefined) await def.afterDelivered(a, result.detail, host);
         if (host.publishDeliveredToLive) live.publish(a);
       };
 

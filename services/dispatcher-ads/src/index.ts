@@ -1,0 +1,2 @@
+export { adsChannel, configSpec, settingsSchema, startDispatcherAds, type AdsSettings } from "./service.js";
+export * from "./audience.js";
