@@ -8,7 +8,7 @@
  * with backoff, FAILs and dead-letters permanent ones, and records outcomes and
  * freshness (lateness vs due time) against the channel's SLO.
  */
-import { EventEmitter, on } from "node:events";
+import { EventEmitter, on, setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
@@ -291,6 +291,8 @@ export async function startDispatcher<S, E extends ConfigSpec>(
       const http = new HttpClient(concurrency);
       runtime.lifecycle.add("connections", "http-connections", () => http.close());
       const stopping = new AbortController();
+      // Every delivery waiting for a rate limit or a circuit listens for shutdown.
+      setMaxListeners(0, stopping.signal);
       runtime.lifecycle.add("intake", "dispatcher-waits", () => stopping.abort());
 
       const live = new LiveRegistry();
