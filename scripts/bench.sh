@@ -9,5 +9,6 @@ case "$what" in
   e2e) exec pnpm exec tsx bench/end-to-end.ts ;;
   identity) exec pnpm exec tsx bench/identity-drain.ts ;;
   suppression) exec pnpm exec tsx bench/suppression.ts ;;
+  dispatch) exec pnpm exec tsx bench/dispatch.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac

@@ -32,7 +32,16 @@ export const meshServices = [
   "dispatcher-webhook",
   "ingestion",
 ] as const;
-export type MeshService = (typeof meshServices)[number];
+/** Channel dispatchers a mesh may add (`services`); the web and email ones serve HTTP too. */
+export const channelServices = [
+  "dispatcher-web",
+  "dispatcher-email",
+  "dispatcher-contact-centre",
+  "dispatcher-ads",
+] as const;
+export type MeshService = (typeof meshServices)[number] | (typeof channelServices)[number];
+
+const withHttp: readonly MeshService[] = ["ingestion", "dispatcher-web", "dispatcher-email"];
 
 export interface MeshOptions {
   natsUrl: string;
@@ -67,7 +76,7 @@ export class Mesh implements AsyncDisposable {
       ports.set(s, {
         grpc: await freePort(),
         ops: await freePort(),
-        ...(s === "ingestion" ? { http: await freePort() } : {}),
+        ...(withHttp.includes(s) ? { http: await freePort() } : {}),
       });
     }
     const mesh = new Mesh(opts, ports);
@@ -90,7 +99,12 @@ export class Mesh implements AsyncDisposable {
 
   /** The Segment HTTP API base URL of ingestion. */
   get httpUrl(): string {
-    return `http://127.0.0.1:${this.portsOf("ingestion").http ?? 0}`;
+    return this.httpUrlOf("ingestion");
+  }
+
+  /** The HTTP base URL of a service that serves HTTP (ingestion, dispatcher-web, dispatcher-email). */
+  httpUrlOf(s: MeshService): string {
+    return `http://127.0.0.1:${this.portsOf(s).http ?? 0}`;
   }
 
   pid(s: MeshService): number {
@@ -125,6 +139,10 @@ export class Mesh implements AsyncDisposable {
           OPS_PORT: String(p.ops),
           ...(p.http === undefined ? {} : { HTTP_PORT: String(p.http) }),
           IDENTITY_GRPC_ADDR: this.ports.has("identity") ? this.grpcAddress("identity") : "127.0.0.1:50052",
+          ...(this.ports.has("suppression")
+            ? { SUPPRESSION_GRPC_ADDR: this.grpcAddress("suppression") }
+            : {}),
+          ...(this.ports.has("ingestion") ? { INGEST_URL: this.httpUrl } : {}),
           ...this.opts.env,
         },
       },

@@ -35,6 +35,7 @@ import {
   type DispatcherHandle,
   type DispatcherHost,
 } from "@kairos/dispatcher-sdk";
+import type { Cancellations } from "@kairos/kit";
 import { keyToken, subjects, type ConsumerSpec, type StartOptions } from "@kairos/kit";
 import { duration } from "@kairos/mesh-config";
 import {
@@ -86,6 +87,7 @@ const consumerSpec = (stream: "SEGMENTS" | "PROFILES", durable: string): Consume
 
 export function adsChannel(): ChannelDefinition<AdsSettings> {
   let members: KV | undefined;
+  let cancellations: Cancellations | undefined;
 
   const readRecord = async (workspace: string, profileId: string) => {
     const e = await members!.get(memberKey(workspace, profileId));
