@@ -35,8 +35,7 @@ import {
   type DispatcherHandle,
   type DispatcherHost,
 } from "@kairos/dispatcher-sdk";
-import type { Cancellations } from "@kairos/kit";
-import { keyToken, subjects, type ConsumerSpec, type StartOptions } from "@kairos/kit";
+import { Cancellations, keyToken, subjects, type ConsumerSpec, type StartOptions } from "@kairos/kit";
 import { duration } from "@kairos/mesh-config";
 import {
   applyToRecord,
@@ -208,13 +207,25 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
         return delivered(p.kind);
       });
     },
-    afterDelivered: async (a, detail) => {
+    afterDelivered: async (a, detail, host) => {
       if (detail === "superseded" || detail === "nothing_to_match") return;
       const p = audienceOp(a);
       if (!p.ok) return;
       await updateRecord(a.workspace, a.profileId, (r) =>
         applyToRecord(r, p.audience, p.op, hashedIdentifiers(a)),
       );
+      // The customer left the segment while this add was on its way: take it back out.
+      if (p.op === "add" && a.cancelKeys.length > 0) {
+        const cancelled = await cancellations!.cancelling(
+          a.workspace,
+          a.profileId,
+          a.cancelKeys,
+          a.intendedAtMs ?? 0,
+        );
+        if (cancelled !== undefined) {
+          await removeFrom(host, a.workspace, a.profileId, [p.audience], `late:${a.actionId}`);
+        }
+      }
     },
     setup: async (host) => {
       const { runtime, settings, channel, config, clock } = host;
@@ -222,6 +233,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
         history: 1,
         replicas: config.NATS_REPLICAS,
       });
+      cancellations = await Cancellations.open(runtime.nc, config.NATS_REPLICAS);
       const bySegment = new Map<string, AdsSettings["audiences"]>();
       for (const a of settings.audiences) bySegment.set(a.segment, [...(bySegment.get(a.segment) ?? []), a]);
 
