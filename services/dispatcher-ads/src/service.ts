@@ -279,6 +279,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
                 priority: 10,
                 cancelKeys: [audienceCancelKey(a.name, m.profileId)],
                 purpose: a.purpose,
+                profileVersion: m.profileVersion,
                 ...(m.eventReceivedAt === undefined ? {} : { eventReceivedAt: m.eventReceivedAt }),
                 intendedAt: timestampFromMs(
                   m.changedAt === undefined ? now : Math.max(now, timestampMs(m.changedAt)),

@@ -121,6 +121,9 @@ describe("segmentation", () => {
       ["gold", MembershipChange.EXITED, 3n],
     ]);
     await sleep(200);
-    expect((await all("INTENTS", IntentSchema)).filter((i) => i.profileId === "p-1")).toHaveLength(1);
+    // One gold-welcome intent (the demo config's gold-sms journey fires once on the same entry).
+    const intents = (await all("INTENTS", IntentSchema)).filter((i) => i.profileId === "p-1");
+    expect(intents.map((i) => i.journey).sort()).toEqual(["gold-sms", "gold-welcome"]);
+    expect(intents.every((i) => i.profileVersion === 1n)).toBe(true);
   });
 });

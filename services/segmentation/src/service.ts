@@ -126,6 +126,7 @@ export async function startSegmentation(
               purpose: a.purpose,
               eventReceivedAt: change.eventReceivedAt,
               intendedAt: timestampFromMs(now),
+              profileVersion: change.version,
             }),
             { msgID: f.actionId },
           ),

@@ -5,8 +5,11 @@ import { createGrpcClient } from "@kairos/kit";
 
 /** Where suppression finds the customer an intent is for. */
 export interface ProfileLookup {
-  /** The profile, or undefined when identity has none by that id. Throws when identity is unavailable. */
-  get(workspace: string, profileId: string): Promise<Profile | undefined>;
+  /**
+   * The profile (at `minVersion` or later when given), or undefined when identity has none
+   * by that id. Throws when identity is unavailable.
+   */
+  get(workspace: string, profileId: string, minVersion?: bigint): Promise<Profile | undefined>;
   close(): void;
 }
 

@@ -13,6 +13,7 @@ import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Counter, Gauge, Histogram } from "prom-client";
+import { DeliverPolicy } from "@nats-io/jetstream";
 import {
   CancellationSchema,
   Decision,
@@ -39,6 +40,7 @@ import {
   startService,
   type ConsumerSpec,
   type ServiceHandle,
+  type ServiceRuntime,
   type StartOptions as KitStartOptions,
   subjects,
   type ConfigOf,
@@ -55,6 +57,7 @@ import {
 } from "./decide.js";
 import { DeferredIndex, ListIndex, type DeferredRef } from "./indexes.js";
 import { grpcProfileLookup, type ProfileLookup } from "./profiles.js";
+import { ProfileView, viewedProfileLookup } from "./profile-view.js";
 import { SuppressionStores, WriteConflict, type DeferredEntry } from "./stores.js";
 
 /** Environment variables of the suppression service. */
@@ -65,6 +68,8 @@ export const configSpec = {
   KAIROS_CONFIG: env.string("config/demo.yaml"),
   IDENTITY_GRPC_ADDR: env.string("127.0.0.1:50052"),
   IDENTITY_TIMEOUT: env.duration(2000),
+  /** Recent profiles held from the PROFILES feed, so most decisions need no call to identity; 0: none. */
+  PROFILE_VIEW_SIZE: env.int(200_000, { min: 0, max: 10_000_000 }),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
   /** How often deferred actions are looked at; they go at most this late. */
   RELEASE_INTERVAL: env.duration(100),
@@ -94,6 +99,8 @@ const profilesConsumer: ConsumerSpec = {
 interface Question extends IntentFacts {
   workspace: string;
   profileId: string;
+  /** The profile version the trigger saw; the decision never uses an older one. */
+  profileVersion?: bigint;
 }
 
 const statusOf = {
@@ -105,6 +112,53 @@ const statusOf = {
 } as const;
 
 /** Starts the suppression service: its consumers, the release loop and `SuppressionService` over gRPC. */
+/**
+ * Feeds the profile view from PROFILES with an ordered (ephemeral) consumer from
+ * now on; after a restart the view fills again as profiles change, and misses
+ * meanwhile go to identity.
+ */
+function followProfiles(runtime: ServiceRuntime, view: ProfileView): void {
+  let stopping = false;
+  let iter: { close(): Promise<void | Error> } | undefined;
+  new Gauge({
+    name: "kairos_suppression_profile_view",
+    help: "The profile view: profiles held (size), lookups answered from it (hits) and sent to identity (misses).",
+    labelNames: ["what"],
+    registers: [runtime.metrics.registry],
+    collect() {
+      this.set({ what: "size" }, view.size);
+      this.set({ what: "hits" }, view.hits);
+      this.set({ what: "misses" }, view.misses);
+    },
+  });
+  const loop = async () => {
+    for (let attempt = 1; !stopping; attempt++) {
+      try {
+        const c = await runtime.js.consumers.get("PROFILES", { deliver_policy: DeliverPolicy.New });
+        const messages = await c.consume();
+        iter = messages;
+        attempt = 0;
+        for await (const m of messages) {
+          try {
+            view.apply(fromBinary(ProfileChangedSchema, m.data));
+          } catch (e) {
+            runtime.logger.warn({ err: e, seq: m.seq }, "undecodable profile change skipped by the view");
+          }
+        }
+      } catch (e) {
+        if (stopping) return;
+        runtime.logger.warn({ err: e }, "profile view feed failed; restarting");
+        await new Promise((r) => setTimeout(r, Math.min(5000, 250 * attempt)));
+      }
+    }
+  };
+  void loop();
+  runtime.lifecycle.add("intake", "profile-view", async () => {
+    stopping = true;
+    await iter?.close();
+  });
+}
+
 export async function startSuppression(
   cfg: SuppressionConfig,
   opts: StartOptions = {},
@@ -121,7 +175,10 @@ export async function startSuppression(
   return startService("suppression", cfg, opts, async (runtime) => {
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
     const cancellations = await Cancellations.open(runtime.nc, cfg.NATS_REPLICAS);
-    const profiles = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
+    const identityLookup = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
+    const view = new ProfileView(cfg.PROFILE_VIEW_SIZE);
+    const profiles = cfg.PROFILE_VIEW_SIZE > 0 ? viewedProfileLookup(view, identityLookup) : identityLookup;
+    if (cfg.PROFILE_VIEW_SIZE > 0) followProfiles(runtime, view);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
     const registers = [runtime.metrics.registry];
@@ -198,7 +255,7 @@ export async function startSuppression(
       const policy = policyOf(q.workspace, channel);
       // The profile and the contact record are read together (two round trips in parallel).
       const [profile, first] = await Promise.all([
-        profiles.get(q.workspace, q.profileId),
+        profiles.get(q.workspace, q.profileId, q.profileVersion ?? 0n),
         stores.contact(q.workspace, q.profileId),
       ]);
       // After a merge identity answers with the survivor: its record applies.
