@@ -149,6 +149,9 @@ try {
     }
     paced.push({ rate_per_s: rate, ...summarize(await Promise.all(calls)) });
   }
+  // One caller, back to back: the service's own latency without queueing.
+  const single: number[] = [];
+  for (let i = 0; i < 3000; i++) single.push(await check(i));
   const closed: number[] = [];
   const closedStart = performance.now();
   await Promise.all(
@@ -168,6 +171,7 @@ try {
       drain_seconds: Math.round(drainS * 10) / 10,
       decisions_per_s: Math.round(N / drainS),
       check_paced: paced,
+      check_one_caller: summarize(single),
       check_closed_loop: { callers: 16, per_s: Math.round(closed.length / closedS), ...summarize(closed) },
       suppression_peak_rss_mib: await peakRssMiB(suppression.pid("suppression")),
     })}`,

@@ -70,6 +70,10 @@ export const configSpec = {
   IDENTITY_TIMEOUT: env.duration(2000),
   /** Recent profiles held from the PROFILES feed, so most decisions need no call to identity; 0: none. */
   PROFILE_VIEW_SIZE: env.int(200_000, { min: 0, max: 10_000_000 }),
+  /** Contact records held in memory (kept current by a KV watch; compare-and-set still decides); 0: none. */
+  CONTACT_VIEW_SIZE: env.int(200_000, { min: 0, max: 10_000_000 }),
+  /** At start the view reads the profile changes of this long ago onwards, so a restart starts warm. */
+  PROFILE_VIEW_BACKFILL: env.duration(3_600_000),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
   /** How often deferred actions are looked at; they go at most this late. */
   RELEASE_INTERVAL: env.duration(100),
@@ -113,11 +117,11 @@ const statusOf = {
 
 /** Starts the suppression service: its consumers, the release loop and `SuppressionService` over gRPC. */
 /**
- * Feeds the profile view from PROFILES with an ordered (ephemeral) consumer from
- * now on; after a restart the view fills again as profiles change, and misses
- * meanwhile go to identity.
+ * Feeds the profile view from PROFILES with an ordered (ephemeral) consumer,
+ * starting at `fromMs` (the backfill window) so that a restarted replica starts
+ * warm; misses go to identity.
  */
-function followProfiles(runtime: ServiceRuntime, view: ProfileView): void {
+function followProfiles(runtime: ServiceRuntime, view: ProfileView, fromMs: number): void {
   let stopping = false;
   let iter: { close(): Promise<void | Error> } | undefined;
   new Gauge({
@@ -134,7 +138,10 @@ function followProfiles(runtime: ServiceRuntime, view: ProfileView): void {
   const loop = async () => {
     for (let attempt = 1; !stopping; attempt++) {
       try {
-        const c = await runtime.js.consumers.get("PROFILES", { deliver_policy: DeliverPolicy.New });
+        const c = await runtime.js.consumers.get("PROFILES", {
+          deliver_policy: DeliverPolicy.StartTime,
+          opt_start_time: new Date(fromMs).toISOString(),
+        });
         const messages = await c.consume();
         iter = messages;
         attempt = 0;
@@ -173,12 +180,13 @@ export async function startSuppression(
     cancelOn: [],
   };
   return startService("suppression", cfg, opts, async (runtime) => {
-    const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS);
+    const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS, cfg.CONTACT_VIEW_SIZE);
+    runtime.lifecycle.add("connections", "contact-watch", () => stores.close());
     const cancellations = await Cancellations.open(runtime.nc, cfg.NATS_REPLICAS);
     const identityLookup = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     const view = new ProfileView(cfg.PROFILE_VIEW_SIZE);
     const profiles = cfg.PROFILE_VIEW_SIZE > 0 ? viewedProfileLookup(view, identityLookup) : identityLookup;
-    if (cfg.PROFILE_VIEW_SIZE > 0) followProfiles(runtime, view);
+    if (cfg.PROFILE_VIEW_SIZE > 0) followProfiles(runtime, view, clock() - cfg.PROFILE_VIEW_BACKFILL);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
     const registers = [runtime.metrics.registry];

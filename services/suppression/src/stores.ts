@@ -7,7 +7,7 @@
  *   suppression-lists  identifiers suppressed per channel (unsubscribed, hard bounced, ...)
  */
 import type { NatsConnection } from "@nats-io/transport-node";
-import { Kvm, type KV, type KvEntry } from "@nats-io/kv";
+import { Kvm, KvWatchInclude, type KV, type KvEntry } from "@nats-io/kv";
 import { keyToken } from "@kairos/kit";
 import { emptyContact, type ContactState } from "./decide.js";
 
@@ -64,23 +64,93 @@ export interface ListEntry {
   atMs: number;
 }
 
+/**
+ * Recently read or written contact records, kept current by a watch on the
+ * bucket. A record read from here may trail another replica's write by the
+ * watch's delay; a write from it then fails compare-and-set, the entry is
+ * dropped and the record is read from the bucket again.
+ */
+class ContactCache {
+  private readonly entries = new Map<string, { text: string; revision: number }>();
+  constructor(private readonly capacity: number) {}
+
+  get(key: string) {
+    const e = this.entries.get(key);
+    if (e !== undefined) {
+      this.entries.delete(key);
+      this.entries.set(key, e);
+    }
+    return e;
+  }
+
+  set(key: string, text: string, revision: number): void {
+    const held = this.entries.get(key);
+    if (held !== undefined && held.revision >= revision) return;
+    this.entries.delete(key);
+    this.entries.set(key, { text, revision });
+    if (this.entries.size > this.capacity) {
+      const oldest = this.entries.keys().next().value;
+      if (oldest !== undefined) this.entries.delete(oldest);
+    }
+  }
+
+  drop(key: string): void {
+    this.entries.delete(key);
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+}
+
 export class SuppressionStores {
+  private readonly cache: ContactCache | undefined;
+  private stopWatch: (() => void) | undefined;
+
   private constructor(
     readonly contactKv: KV,
     readonly deferredKv: KV,
     private readonly decisionsKv: KV,
     readonly listsKv: KV,
-  ) {}
+    cacheSize: number,
+  ) {
+    this.cache = cacheSize > 0 ? new ContactCache(cacheSize) : undefined;
+  }
 
-  /** Opens (creating when absent) the buckets. */
-  static async open(nc: NatsConnection, replicas = 1): Promise<SuppressionStores> {
+  /** Opens (creating when absent) the buckets; with `cacheSize`, contact records are cached and watched. */
+  static async open(nc: NatsConnection, replicas = 1, cacheSize = 0): Promise<SuppressionStores> {
     const kvm = new Kvm(nc);
-    return new SuppressionStores(
+    const stores = new SuppressionStores(
       await kvm.create("contact", { history: 1, replicas }),
       await kvm.create("deferred", { history: 1, replicas }),
       await kvm.create("decisions", { history: 1, replicas, ttl: 30 * DAY }),
       await kvm.create("suppression-lists", { history: 1, replicas }),
+      cacheSize,
     );
+    if (stores.cache !== undefined) await stores.watchContacts(stores.cache);
+    return stores;
+  }
+
+  /** Other replicas' writes reach the cache through a watch (updates only, from now on). */
+  private async watchContacts(cache: ContactCache): Promise<void> {
+    const watch = await this.contactKv.watch({ include: KvWatchInclude.UpdatesOnly });
+    this.stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation === "PUT" && e.value.length > 0) cache.set(e.key, dec.decode(e.value), e.revision);
+        else cache.drop(e.key);
+      }
+    })();
+  }
+
+  /** Stops the contact watch. */
+  close(): void {
+    this.stopWatch?.();
+  }
+
+  /** Contact records held in memory. */
+  get cachedContacts(): number {
+    return this.cache?.size ?? 0;
   }
 
   private contactKey(ws: string, profileId: string): string {
@@ -89,23 +159,37 @@ export class SuppressionStores {
 
   /** The profile's contact record and the revision to update it from (0: none yet). */
   async contact(ws: string, profileId: string): Promise<{ state: ContactState; revision: number }> {
-    const e = await this.contactKv.get(this.contactKey(ws, profileId));
+    const key = this.contactKey(ws, profileId);
+    const cached = this.cache?.get(key);
+    if (cached !== undefined) {
+      return {
+        state: { ...emptyContact(), ...(JSON.parse(cached.text) as ContactState) },
+        revision: cached.revision,
+      };
+    }
+    const e = await this.contactKv.get(key);
     if (!live(e)) return { state: emptyContact(), revision: 0 };
-    return {
-      state: { ...emptyContact(), ...(JSON.parse(dec.decode(e.value)) as ContactState) },
-      revision: e.revision,
-    };
+    const text = dec.decode(e.value);
+    this.cache?.set(key, text, e.revision);
+    return { state: { ...emptyContact(), ...(JSON.parse(text) as ContactState) }, revision: e.revision };
   }
 
   /** Writes the record read at `revision`; throws `WriteConflict` if it moved meanwhile. */
   async putContact(ws: string, profileId: string, state: ContactState, revision: number): Promise<void> {
     const key = this.contactKey(ws, profileId);
-    const data = enc.encode(JSON.stringify(state));
+    const text = JSON.stringify(state);
+    const data = enc.encode(text);
     try {
-      if (revision === 0) await this.contactKv.create(key, data);
-      else await this.contactKv.update(key, data, revision);
+      const written =
+        revision === 0
+          ? await this.contactKv.create(key, data)
+          : await this.contactKv.update(key, data, revision);
+      this.cache?.set(key, text, written);
     } catch (e) {
-      if (isConflict(e)) throw new WriteConflict(key);
+      if (isConflict(e)) {
+        this.cache?.drop(key);
+        throw new WriteConflict(key);
+      }
       throw e;
     }
   }
