@@ -1,14 +1,14 @@
 /**
  * Channel benchmark: per-channel lateness against each channel's SLO, under load.
  *
- * 1. web, end to end: ingestion, identity, segmentation, suppression and
+ * 3. web, end to end: ingestion, identity, segmentation, suppression and
  *    dispatcher-web as real processes; 200 browsers-worth of Server-Sent Events
  *    streams; `Product Viewed` events paced through the Segment HTTP API; a
  *    journey pushes an action to the sender's stream. Latency is client-side,
  *    from the event's POST to the action's arrival on the stream.
- * 2. email throughput: 20,000 actions waiting on DISPATCH, dispatcher-email
+ * 1. email throughput: 20,000 actions waiting on DISPATCH, dispatcher-email
  *    started as a process, delivering to a local ESP-style endpoint.
- * 3. email and contact-centre lateness at a paced rate (delivered-at minus
+ * 2. email and contact-centre lateness at a paced rate (delivered-at minus
  *    due-at, from their outcomes).
  *
  *   ./kairos bench dispatch   (BENCH_WEB_RATES=200,1000 BENCH_SECONDS=15 BENCH_EMAIL=20000)
@@ -31,7 +31,10 @@ import { ensureStreams, subjects } from "@kairos/kit";
 import { Mesh, NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { peakRssMiB, summarize } from "./stats.js";
 
-const WEB_RATES = (process.env.BENCH_WEB_RATES ?? "200,1000").split(",").map(Number);
+const WEB_RATES = (process.env.BENCH_WEB_RATES ?? "200,1000")
+  .split(",")
+  .filter((r) => r.trim() !== "")
+  .map(Number);
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 15);
 const EMAILS = Number(process.env.BENCH_EMAIL ?? 20_000);
 const STREAMS = 200;
@@ -114,6 +117,13 @@ function openStream(base: string, anonymousId: string, onSeq: (seq: number) => v
   });
 }
 
+/** Hop times of the web channel's DELIVERED outcomes, per run. */
+const hops: { toIntent: number[]; suppress: number[]; dispatch: number[] } = {
+  toIntent: [],
+  suppress: [],
+  dispatch: [],
+};
+
 async function webEndToEnd(
   mesh: Mesh,
   rate: number,
@@ -121,6 +131,9 @@ async function webEndToEnd(
   sentAt: Map<number, number>,
   latency: Map<number, number>,
 ) {
+  hops.toIntent = [];
+  hops.suppress = [];
+  hops.dispatch = [];
   const ids = Array.from({ length: STREAMS }, (_, i) => `anon-${i}`);
   const total = rate * SECONDS;
   const batch = Math.max(1, Math.round(rate / 20)); // one POST every 50 ms
@@ -165,6 +178,13 @@ async function webEndToEnd(
     sendSeconds: Math.round(sendSeconds * 10) / 10,
     received: values.length,
     ...summarize(values),
+    // Server-side hops: ingestion → intent (ingestion, identity, segmentation), intent →
+    // decision (suppression), decision → delivered (dispatcher-web).
+    hops: {
+      to_intent: summarize(hops.toIntent),
+      suppression: summarize(hops.suppress),
+      dispatch: summarize(hops.dispatch),
+    },
   };
 }
 
@@ -197,37 +217,56 @@ async function main() {
   await ensureStreams(await jetstreamManager(nc));
   const results: Record<string, unknown> = {};
   try {
-    // 1. web, end to end from ingestion.
-    const mesh = await Mesh.start({
-      natsUrl: nats.url,
-      config,
-      webhookUrl: `${endpoint.url}/unused`,
-      services: ["identity", "segmentation", "suppression", "dispatcher-web", "ingestion"],
-    });
-    try {
-      const sentAt = new Map<number, number>();
-      const latency = new Map<number, number>();
-      const closers = await Promise.all(
-        Array.from({ length: STREAMS }, (_, i) =>
-          openStream(mesh.httpUrlOf("dispatcher-web"), `anon-${i}`, (seq) => {
-            const t = sentAt.get(seq);
-            if (t !== undefined && !latency.has(seq)) latency.set(seq, performance.now() - t);
-          }),
-        ),
-      );
-      // Warm up: every customer's profile exists before the measured runs.
-      await webEndToEnd(mesh, 200, 0, sentAt, latency).catch(() => undefined);
-      const web = [];
-      let base = 1_000_000;
-      for (const rate of WEB_RATES) {
-        web.push(await webEndToEnd(mesh, rate, base, sentAt, latency));
-        base += 1_000_000;
-        await sleep(2000);
+    // 3. web, end to end from ingestion (last: the channel figures are taken on a quiet machine).
+    async function webRuns() {
+      const mesh = await Mesh.start({
+        natsUrl: nats.url,
+        config,
+        webhookUrl: `${endpoint.url}/unused`,
+        services: ["identity", "segmentation", "suppression", "dispatcher-web", "ingestion"],
+      });
+      const hopSub = nc.subscribe("kairos.outcomes.bench.web", {
+        callback: (_, m) => {
+          const o = fromBinary(OutcomeSchema, m.data);
+          const t = o.times;
+          if (
+            o.status !== OutcomeStatus.DELIVERED ||
+            t?.eventReceivedAt === undefined ||
+            t.intendedAt === undefined
+          )
+            return;
+          if (t.decidedAt === undefined || t.deliveredAt === undefined) return;
+          hops.toIntent.push(timestampMs(t.intendedAt) - timestampMs(t.eventReceivedAt));
+          hops.suppress.push(timestampMs(t.decidedAt) - timestampMs(t.intendedAt));
+          hops.dispatch.push(timestampMs(t.deliveredAt) - timestampMs(t.decidedAt));
+        },
+      });
+      try {
+        const sentAt = new Map<number, number>();
+        const latency = new Map<number, number>();
+        const closers = await Promise.all(
+          Array.from({ length: STREAMS }, (_, i) =>
+            openStream(mesh.httpUrlOf("dispatcher-web"), `anon-${i}`, (seq) => {
+              const t = sentAt.get(seq);
+              if (t !== undefined && !latency.has(seq)) latency.set(seq, performance.now() - t);
+            }),
+          ),
+        );
+        // Warm up: every customer's profile exists before the measured runs.
+        await webEndToEnd(mesh, 200, 0, sentAt, latency).catch(() => undefined);
+        const web = [];
+        let base = 1_000_000;
+        for (const rate of WEB_RATES) {
+          web.push(await webEndToEnd(mesh, rate, base, sentAt, latency));
+          base += 1_000_000;
+          await sleep(2000);
+        }
+        results.web = { slo_ms: 100, runs: web, rss_mib: await peakRssMiB(mesh.pid("dispatcher-web")) };
+        for (const c of closers) c();
+      } finally {
+        hopSub.unsubscribe();
+        await mesh.stop();
       }
-      results.web = { slo_ms: 100, runs: web, rss_mib: await peakRssMiB(mesh.pid("dispatcher-web")) };
-      for (const c of closers) c();
-    } finally {
-      await mesh.stop();
     }
 
     // 2. email throughput, and 3. paced lateness for email and contact centre.
@@ -308,18 +347,31 @@ async function main() {
     } finally {
       await channels.stop();
     }
+    if (WEB_RATES.length > 0) await webRuns();
   } finally {
     await nc.close();
     endpoint.server.close();
     await nats.stop();
   }
-  const web = results.web as {
-    runs: { rate: number; sent: number; received: number; p50_ms: number; p99_ms: number }[];
+  type Hop = { p50_ms: number; p99_ms: number };
+  const web = (results.web ?? { runs: [] }) as {
+    runs: {
+      rate: number;
+      sent: number;
+      received: number;
+      p50_ms: number;
+      p99_ms: number;
+      hops: { to_intent: Hop; suppression: Hop; dispatch: Hop };
+    }[];
   };
   console.log("\nchannel lateness under load (client-side for web; delivered-at − due-at for the others)");
   for (const r of web.runs) {
     console.log(
       `  web e2e @ ${r.rate}/s: received ${r.received}/${r.sent}, p50 ${r.p50_ms} ms, p99 ${r.p99_ms} ms (SLO p99 ≤ 100 ms)`,
+    );
+    const h = (x: Hop) => `p50 ${x.p50_ms} / p99 ${x.p99_ms} ms`;
+    console.log(
+      `    hops: event → intent ${h(r.hops.to_intent)}; suppression ${h(r.hops.suppression)}; dispatch ${h(r.hops.dispatch)}`,
     );
   }
   const t = results.email_throughput as { per_second: number; deliveries: number; seconds: number };
@@ -329,7 +381,7 @@ async function main() {
   console.log(`  email @ 1000/s: p50 ${e.p50_ms} ms, p99 ${e.p99_ms} ms (SLO 2 min)`);
   console.log(`  contact centre @ 200/s: p50 ${c.p50_ms} ms, p99 ${c.p99_ms} ms (SLO 2 s)`);
   console.log(
-    `  peak RSS MiB: web ${String((results.web as { rss_mib: number }).rss_mib)}, ${JSON.stringify(results.rss_mib)}`,
+    `  peak RSS MiB: web ${String((results.web as { rss_mib?: number } | undefined)?.rss_mib)}, ${JSON.stringify(results.rss_mib)}`,
   );
   console.log(`DISPATCH ${JSON.stringify(results)}`);
 }

@@ -523,7 +523,12 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           attempts: a.attempt,
           ...(result.detail === undefined ? {} : { detail: result.detail }),
         };
-        await ledger.put(a.actionId, enc.encode(JSON.stringify(entry)));
+        // Both before the ack; in parallel, as neither needs the other (a crash between them
+        // redelivers: the ledger or the endpoint's idempotency key stops a second send).
+        await Promise.all([
+          ledger.put(a.actionId, enc.encode(JSON.stringify(entry))),
+          publishOutcome(a, OutcomeStatus.DELIVERED, result.detail ?? "", a.attempt, now),
+        ]);
         counts.delivered++;
         attempts.inc({ ...ch, result: "delivered", reason: "" });
         if (a.dueAtMs !== undefined) {
@@ -531,7 +536,6 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           lateness.observe(ch, late / 1000);
           withinSlo.inc({ ...ch, within_slo: String(late <= channel.freshnessSlo) });
         }
-        await publishOutcome(a, OutcomeStatus.DELIVERED, result.detail ?? "", a.attempt, now);
         if (def.afterDelivered !== undefined) await def.afterDelivered(a, result.detail, host);
         if (host.publishDeliveredToLive) live.publish(a);
       };
