@@ -29,7 +29,18 @@ export function customerStory(n: number): object[] {
       userId,
       traits: { email: `${userId}@example.org`, first_name: name, plan, timezone: "Europe/London" },
     },
-    { type: "track", userId, event: "Order Completed", properties: { order_id: `o-${n}`, revenue: 49 } },
+    { type: "track", userId, event: "Product Added", properties: { sku: `sku-${n % 20}`, price: 49 } },
+    // Two in three buy; the others get the abandoned-cart email an hour later.
+    ...(n % 3 === 2
+      ? []
+      : [
+          {
+            type: "track",
+            userId,
+            event: "Order Completed",
+            properties: { order_id: `o-${n}`, revenue: 49 },
+          },
+        ]),
   ];
 }
 

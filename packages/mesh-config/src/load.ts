@@ -129,6 +129,19 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
           ["workspaces", w, "journeys", i, "action", "channel"],
           `unknown channel "${j.action.channel}"`,
         );
+      j.exit.forEach((x, k) => {
+        const where = ["workspaces", w, "journeys", i, "exit", k];
+        const exitSeg =
+          "segmentEntered" in x ? x.segmentEntered : "segmentExited" in x ? x.segmentExited : undefined;
+        if (exitSeg !== undefined && !segments.has(exitSeg)) problem(where, `unknown segment "${exitSeg}"`);
+        if ("event" in x && x.condition !== undefined) {
+          try {
+            parseCel(x.condition);
+          } catch (e) {
+            problem([...where, "condition"], `invalid CEL: ${e instanceof Error ? e.message : String(e)}`);
+          }
+        }
+      });
     });
     try {
       new Intl.DateTimeFormat("en-US", { timeZone: ws.timezone });

@@ -49,7 +49,22 @@ export const journeySchema = z.object({
     z.object({ segmentExited: token }).strict(),
     z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
   ]),
+  /** How long after the trigger the action is due (e.g. an abandoned-cart reminder after 1h). */
+  wait: duration.optional(),
   action: actionSchema,
+  /**
+   * What ends the journey for a customer: an event (with an optional CEL condition) or a
+   * segment entry or exit. Everything the journey has pending for them is cancelled.
+   */
+  exit: z
+    .array(
+      z.union([
+        z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
+        z.object({ segmentEntered: token }).strict(),
+        z.object({ segmentExited: token }).strict(),
+      ]),
+    )
+    .default([]),
   /** once: at most one action per profile, ever; every: once per trigger. */
   reentry: z.enum(["once", "every"]).default("once"),
 });

@@ -107,3 +107,104 @@ describe("conditions and payloads", () => {
     });
   });
 });
+
+describe("journeys with a wait and exit rules", () => {
+  const cart = compileWorkspace(
+    parseMeshConfig(`
+workspaces:
+  - id: ws
+    segments:
+      - name: vip
+        condition: 'has(profile.traits.vip) && profile.traits.vip == "yes"'
+    journeys:
+      - name: abandoned-cart
+        trigger: { event: Product Added }
+        wait: 1h
+        reentry: every
+        exit:
+          - { event: Order Completed, condition: 'event.properties.revenue > 0.0' }
+          - { segmentEntered: vip }
+        action: { channel: webhook, relevance: 1d }
+channels:
+  - { name: webhook, mode: inspire, freshnessSlo: 30s, webhook: { url: "http://127.0.0.1:1/x" } }
+`).workspaces[0]!,
+  );
+  const added = (v: number) => change(v, {}, { eventName: "Product Added" });
+
+  it("a purchase after the trigger exits the journey once; before any trigger it does nothing", () => {
+    const before = evaluate(
+      cart,
+      change(1, {}, { eventName: "Order Completed", eventProperties: { revenue: 5 } }),
+      emptyState(),
+      0,
+    );
+    expect(before.plan.exits).toBeUndefined();
+
+    const triggered = evaluate(cart, added(2), before.next, 1000);
+    expect(triggered.plan.firings.map((f) => f.journey)).toEqual(["abandoned-cart"]);
+    // In the journey until its action's deadline: wait + relevance.
+    expect(triggered.next.inJourney).toEqual({ "abandoned-cart": 1000 + 3_600_000 + 86_400_000 });
+
+    const free = evaluate(
+      cart,
+      change(3, {}, { eventName: "Order Completed", eventProperties: { revenue: 0 } }),
+      triggered.next,
+      2000,
+    );
+    expect(free.plan.exits).toBeUndefined(); // the exit's condition is false
+
+    const bought = evaluate(
+      cart,
+      change(4, {}, { eventName: "Order Completed", eventProperties: { revenue: 30 } }),
+      free.next,
+      3000,
+    );
+    expect(bought.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "event Order Completed" }]);
+    expect(bought.next.inJourney).toBeUndefined();
+
+    const again = evaluate(
+      cart,
+      change(5, {}, { eventName: "Order Completed", eventProperties: { revenue: 30 } }),
+      bought.next,
+      4000,
+    );
+    expect(again.plan.exits).toBeUndefined();
+  });
+
+  it("exits on a segment entry, and a trigger in the same change starts anew", () => {
+    const triggered = evaluate(cart, added(1), emptyState(), 0);
+    const vip = evaluate(cart, change(2, { vip: "yes" }, { eventName: "Product Added" }), triggered.next, 10);
+    expect(vip.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "entered segment vip" }]);
+    expect(vip.plan.firings.map((f) => f.journey)).toEqual(["abandoned-cart"]);
+    expect(vip.next.inJourney?.["abandoned-cart"]).toBeGreaterThan(10);
+  });
+
+  it("forgets a journey whose action is past its deadline", () => {
+    const triggered = evaluate(cart, added(1), emptyState(), 0);
+    const late = evaluate(
+      cart,
+      change(2, {}, { eventName: "Order Completed", eventProperties: { revenue: 9 } }),
+      triggered.next,
+      3_600_000 + 86_400_000 + 1,
+    );
+    expect(late.plan.exits).toBeUndefined();
+  });
+
+  it("refuses an exit on an unknown segment or with bad CEL, naming the field", () => {
+    expect(() =>
+      parseMeshConfig(`
+workspaces:
+  - id: ws
+    journeys:
+      - name: j
+        trigger: { event: A }
+        exit: [{ segmentExited: nope }, { event: B, condition: "((" }]
+        action: { channel: webhook }
+channels:
+  - { name: webhook, mode: inspire, freshnessSlo: 30s }
+`),
+    ).toThrow(
+      /journeys\[0\]\.exit\[0\]: unknown segment "nope"[\s\S]*journeys\[0\]\.exit\[1\]\.condition: invalid CEL/,
+    );
+  });
+});

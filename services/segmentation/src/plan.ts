@@ -13,7 +13,13 @@ export interface CompiledWorkspace {
   config: WorkspaceConfig;
   segments: { name: string; condition: Condition }[];
   eventJourneys: { journey: JourneyConfig; condition: Condition | undefined }[];
+  /** Per journey, its exit rules with event conditions compiled. */
+  exits: { journey: JourneyConfig; rules: CompiledExit[] }[];
 }
+
+type CompiledExit =
+  | { kind: "event"; event: string; condition: Condition | undefined }
+  | { kind: "segmentEntered" | "segmentExited"; segment: string };
 
 export function compileWorkspace(ws: WorkspaceConfig): CompiledWorkspace {
   return {
@@ -28,6 +34,23 @@ export function compileWorkspace(ws: WorkspaceConfig): CompiledWorkspace {
             ? compileCondition(j.trigger.condition)
             : undefined,
       })),
+    exits: ws.journeys
+      .filter((j) => j.exit.length > 0)
+      .map((j) => ({
+        journey: j,
+        rules: j.exit.map((x): CompiledExit => {
+          if ("event" in x) {
+            return {
+              kind: "event",
+              event: x.event,
+              condition: x.condition === undefined ? undefined : compileCondition(x.condition),
+            };
+          }
+          return "segmentEntered" in x
+            ? { kind: "segmentEntered", segment: x.segmentEntered }
+            : { kind: "segmentExited", segment: x.segmentExited };
+        }),
+      })),
   };
 }
 
@@ -39,6 +62,8 @@ export interface MembershipState {
   members: Record<string, number>;
   /** "once" journeys already fired for this profile. */
   firedOnce: string[];
+  /** Journeys with an exit rule that have an action pending for this profile → until when (ms). */
+  inJourney?: Record<string, number>;
   /** What the evaluation of `version` produced, re-published if its delivery is repeated. */
   last: Plan | undefined;
 }
@@ -54,10 +79,17 @@ export interface Firing {
   actionId: string;
 }
 
+/** A journey the profile left: everything it has pending for them is cancelled. */
+export interface Exit {
+  journey: string;
+  reason: string;
+}
+
 export interface Plan {
   version: number;
   transitions: Transition[];
   firings: Firing[];
+  exits?: Exit[];
 }
 
 export interface Evaluation {
@@ -128,6 +160,32 @@ export function evaluate(
       });
     }
   };
+  // Exits first: they end what was pending before this change; a trigger in the same change starts anew.
+  const inJourney = Object.fromEntries(
+    Object.entries(state.inJourney ?? {}).filter(([, until]) => until > nowMs),
+  );
+  const exits: Exit[] = [];
+  for (const { journey, rules } of ws.exits) {
+    if (inJourney[journey.name] === undefined) continue;
+    for (const r of rules) {
+      let reason: string | undefined;
+      if (change.deleted) reason = "profile_deleted";
+      else if (r.kind === "event" && change.eventName !== "" && r.event === change.eventName) {
+        const v = r.condition === undefined ? { ok: true as const, value: true } : r.condition(bindings);
+        if (!v.ok) errors.push({ segment: `journey:${journey.name}:exit`, error: v.error });
+        else if (v.value) reason = `event ${change.eventName}`;
+      } else if (r.kind !== "event") {
+        const entered = r.kind === "segmentEntered";
+        if (transitions.some((t) => t.segment === r.segment && t.entered === entered))
+          reason = `${entered ? "entered" : "exited"} segment ${r.segment}`;
+      }
+      if (reason !== undefined) {
+        exits.push({ journey: journey.name, reason });
+        delete inJourney[journey.name];
+        break;
+      }
+    }
+  }
   if (!change.deleted) {
     for (const j of ws.config.journeys) {
       const t = j.trigger;
@@ -154,8 +212,16 @@ export function evaluate(
       fire(journey, change.eventId !== "" ? change.eventId : `v${version}`);
     }
   }
-  const plan: Plan = { version, transitions, firings };
-  return { plan, next: { version, members, firedOnce, last: plan }, errors };
+  // A journey with exit rules is entered by its firing, until its action's deadline (30 days without one).
+  for (const f of firings) {
+    const j = ws.config.journeys.find((x) => x.name === f.journey);
+    if (j === undefined || j.exit.length === 0) continue;
+    inJourney[j.name] = nowMs + (j.wait ?? 0) + (j.action.relevance ?? 30 * 86_400_000);
+  }
+  const plan: Plan = { version, transitions, firings, ...(exits.length > 0 ? { exits } : {}) };
+  const next: MembershipState = { version, members, firedOnce, last: plan };
+  if (Object.keys(inJourney).length > 0) next.inJourney = inJourney;
+  return { plan, next, errors };
 }
 
 /** Renders `{{traits.x}}`, `{{profile_id}}`, `{{event.properties.x}}` placeholders in string values. */

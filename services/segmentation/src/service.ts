@@ -7,6 +7,7 @@ import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Counter } from "prom-client";
 import {
+  CancellationSchema,
   IntentSchema,
   MembershipChange,
   ProfileChangedSchema,
@@ -76,6 +77,12 @@ export async function startSegmentation(
       labelNames: ["workspace", "journey"],
       registers: [runtime.metrics.registry],
     });
+    const exitsTotal = new Counter({
+      name: "kairos_journey_exits_total",
+      help: "Customers who left a journey with actions pending (cancelled), by journey.",
+      labelNames: ["workspace", "journey"],
+      registers: [runtime.metrics.registry],
+    });
     const lock = new KeyedLock();
 
     /** Publishes what an evaluation produced; same ids on a repeat, so JetStream stores each once. */
@@ -119,8 +126,10 @@ export async function startSegmentation(
               journey: journey.name,
               step: "action",
               payload: renderPayload(a.payload, change),
-              notBefore: timestampFromMs(now),
-              ...(a.relevance === undefined ? {} : { notAfter: timestampFromMs(now + a.relevance) }),
+              notBefore: timestampFromMs(now + (journey.wait ?? 0)),
+              ...(a.relevance === undefined
+                ? {}
+                : { notAfter: timestampFromMs(now + (journey.wait ?? 0) + a.relevance) }),
               priority: a.priority,
               cancelKeys: [`journey:${journey.name}:${change.profileId}`],
               purpose: a.purpose,
@@ -132,6 +141,27 @@ export async function startSegmentation(
           ),
         );
         intentsTotal.inc({ workspace: change.workspace, journey: journey.name });
+      }
+      // A journey the customer left: its pending actions are cancelled (suppression drops
+      // deferred ones, dispatchers withdraw what was handed over).
+      for (const x of plan.exits ?? []) {
+        const cancellationId = `${change.workspace}:${x.journey}:${change.profileId}:exit:${plan.version}`;
+        publishes.push(
+          runtime.publisher.publishMessage(
+            subjects.cancels(change.workspace),
+            CancellationSchema,
+            create(CancellationSchema, {
+              cancellationId,
+              workspace: change.workspace,
+              profileId: change.profileId,
+              cancelKeys: [`journey:${x.journey}:${change.profileId}`],
+              reason: `exit ${x.journey}: ${x.reason}`,
+              cancelledAt: timestampFromMs(now),
+            }),
+            { msgID: cancellationId },
+          ),
+        );
+        exitsTotal.inc({ workspace: change.workspace, journey: x.journey });
       }
       await Promise.all(publishes);
     };

@@ -1,0 +1,124 @@
+/**
+ * The right moment, end to end: an abandoned-cart reminder waits (here 2 s),
+ * and a purchase in between cancels it — through ingestion, identity,
+ * segmentation (journey wait and exit), suppression (durable deferral,
+ * cancellation) and the webhook dispatcher, all real, on one nats-server.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fileURLToPath } from "node:url";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  CancellationSchema,
+  OutcomeSchema,
+  OutcomeStatus,
+  type Cancellation,
+  type Outcome,
+} from "@kairos/contracts";
+import { loadConfig } from "@kairos/kit";
+import { NatsServer, sleep, waitFor } from "@kairos/testkit";
+import * as ingestion from "@kairos/ingestion";
+import * as identity from "@kairos/identity";
+import * as segmentation from "@kairos/segmentation";
+import * as suppression from "@kairos/suppression";
+import * as dispatcher from "@kairos/dispatcher-webhook";
+import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.js";
+
+const config = fileURLToPath(new URL("fixtures/abandoned-cart.yaml", import.meta.url));
+const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
+let nats: NatsServer;
+let nc: NatsConnection;
+let endpoint: ChannelEndpoint;
+let httpUrl: string;
+const stops: (() => Promise<unknown>)[] = [];
+const outcomes: Outcome[] = [];
+const cancellations: Cancellation[] = [];
+
+beforeAll(async () => {
+  nats = await NatsServer.start();
+  endpoint = await startChannelEndpoint();
+  const base = {
+    NATS_URL: nats.url,
+    GRPC_PORT: "0",
+    OPS_PORT: "0",
+    KAIROS_CONFIG: config,
+    LOG_LEVEL: "silent",
+  };
+  const id = await identity.startIdentity(loadConfig(identity.configSpec, base));
+  stops.push(() => id.stop());
+  const seg = await segmentation.startSegmentation(loadConfig(segmentation.configSpec, base));
+  stops.push(() => seg.stop());
+  const sup = await suppression.startSuppression(
+    loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),
+  );
+  stops.push(() => sup.stop());
+  const disp = await dispatcher.startDispatcherWebhook(
+    loadConfig(dispatcher.configSpec, { ...base, WEBHOOK_URL: endpoint.url }),
+  );
+  stops.push(() => disp.stop());
+  const ing = await ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }));
+  stops.push(() => ing.stop());
+  httpUrl = ing.httpUrl;
+  nc = await connect({ servers: nats.url });
+  nc.subscribe("kairos.outcomes.>", {
+    callback: (_, m) => {
+      outcomes.push(fromBinary(OutcomeSchema, m.data));
+    },
+  });
+  nc.subscribe("kairos.cancels.>", {
+    callback: (_, m) => {
+      cancellations.push(fromBinary(CancellationSchema, m.data));
+    },
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await nc?.close();
+  for (const stop of stops.reverse()) await stop();
+  await endpoint?.[Symbol.asyncDispose]();
+  await nats?.[Symbol.asyncDispose]();
+});
+
+async function track(userId: string, event: string, properties: Record<string, unknown>) {
+  const res = await fetch(`${httpUrl}/v1/track`, {
+    method: "POST",
+    headers: { authorization: auth, "content-type": "application/json" },
+    body: JSON.stringify({ userId, event, properties, messageId: randomUUID() }),
+  });
+  expect(res.status).toBe(200);
+}
+
+describe("an abandoned-cart reminder", () => {
+  it("reaches the customer who did not buy after the wait, and never the one who bought in between", async () => {
+    const run = randomUUID().slice(0, 6);
+    const buyer = `buyer-${run}`;
+    const browser = `browser-${run}`;
+    const addedAt = Date.now();
+    await track(buyer, "Product Added", { sku: "shoes" });
+    await track(browser, "Product Added", { sku: "socks" });
+    // Both reminders are held by suppression until their time.
+    await waitFor(() => outcomes.filter((o) => o.status === OutcomeStatus.DEFERRED).length >= 2, {
+      timeoutMs: 20_000,
+    });
+    await track(buyer, "Order Completed", { order_id: "o-1", revenue: 89 });
+
+    const post = await waitFor(
+      () => endpoint.posts.find((p) => (p.body.payload as { sku?: string }).sku === "socks"),
+      {
+        timeoutMs: 20_000,
+      },
+    );
+    expect(post.receivedAt - addedAt).toBeGreaterThanOrEqual(2000); // not before the wait
+    const cancelled = await waitFor(() =>
+      outcomes.find((o) => o.status === OutcomeStatus.CANCELLED && o.journey === "abandoned-cart"),
+    );
+    expect(cancelled.profileId).not.toBe(post.body.profile_id);
+    expect(cancellations.some((c) => c.reason.startsWith("exit abandoned-cart: event Order Completed"))).toBe(
+      true,
+    );
+    // Give a wrongly surviving reminder time to arrive: it must not.
+    await sleep(1500);
+    expect(endpoint.posts.filter((p) => (p.body.payload as { sku?: string }).sku === "shoes")).toEqual([]);
+  });
+});
