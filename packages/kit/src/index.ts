@@ -16,3 +16,5 @@ export * from "./grpc-probe.js";
 export * from "./keyed-lock.js";
 export * from "./service.js";
 export * from "./cancellations.js";
+export * from "./local-time.js";
+export * from "./timers.js";

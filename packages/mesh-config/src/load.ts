@@ -129,6 +129,15 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
           ["workspaces", w, "journeys", i, "action", "channel"],
           `unknown channel "${j.action.channel}"`,
         );
+      if ("date" in t && "on" in t.date) {
+        const [y, m, d] = t.date.on.split("-").map(Number) as [number, number, number];
+        const date = new Date(Date.UTC(y, m - 1, d));
+        if (date.getUTCMonth() !== m - 1 || date.getUTCDate() !== d)
+          problem(
+            ["workspaces", w, "journeys", i, "trigger", "date", "on"],
+            `"${t.date.on}" is not a calendar date`,
+          );
+      }
       j.exit.forEach((x, k) => {
         const where = ["workspaces", w, "journeys", i, "exit", k];
         const exitSeg =

@@ -42,12 +42,25 @@ export const actionSchema = z.object({
   payload: z.record(z.unknown()).default({}),
 });
 
+const timeOfDay = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "must be a time of day HH:MM (00:00–23:59)");
+
+/** A fixed date at a local time in the customer's own time zone. */
+export const dateTriggerSchema = z.union([
+  /** Every year on the month and day of a date trait (`YYYY-MM-DD` or `MM-DD`), e.g. a birthday. */
+  z.object({ trait: z.string().min(1), at: timeOfDay }).strict(),
+  /** Once, on a calendar date (`YYYY-MM-DD`), e.g. a holiday. */
+  z
+    .object({ on: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, "must be a date YYYY-MM-DD"), at: timeOfDay })
+    .strict(),
+]);
+
 export const journeySchema = z.object({
   name: token,
   trigger: z.union([
     z.object({ segmentEntered: token }).strict(),
     z.object({ segmentExited: token }).strict(),
     z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
+    z.object({ date: dateTriggerSchema }).strict(),
   ]),
   /** How long after the trigger the action is due (e.g. an abandoned-cart reminder after 1h). */
   wait: duration.optional(),
@@ -121,7 +134,6 @@ export const computedTraitSchema = z
   });
 
 /** A daily window of local time, `HH:MM`–`HH:MM` (may cross midnight). */
-const timeOfDay = z.string().regex(/^([01]\d|2[0-3]):[0-5]\d$/, "must be a time of day HH:MM (00:00–23:59)");
 export const dailyWindowSchema = z
   .object({ start: timeOfDay, end: timeOfDay })
   .strict()
@@ -238,3 +250,4 @@ export type ComputedTraitConfig = z.output<typeof computedTraitSchema>;
 export type IdentifierRule = z.output<typeof identifierRuleSchema>;
 export type SuppressionPolicy = z.output<typeof suppressionPolicySchema>;
 export type DailyWindow = z.output<typeof dailyWindowSchema>;
+export type DateTrigger = z.output<typeof dateTriggerSchema>;

@@ -7,6 +7,7 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { ProfileChanged } from "@kairos/contracts";
 import type { JourneyConfig, WorkspaceConfig } from "@kairos/mesh-config";
 import { bindingsOf, compileCondition, type Condition } from "./conditions.js";
+import { customerTimeZone, nextOccurrence, ruleOf, type DateRule, type Occurrence } from "./dates.js";
 
 /** A workspace's segments and journeys, with their conditions compiled. */
 export interface CompiledWorkspace {
@@ -64,6 +65,8 @@ export interface MembershipState {
   firedOnce: string[];
   /** Journeys with an exit rule that have an action pending for this profile → until when (ms). */
   inJourney?: Record<string, number>;
+  /** Date journeys → the occurrence their timer is set for (ms). */
+  dates?: Record<string, number>;
   /** What the evaluation of `version` produced, re-published if its delivery is repeated. */
   last: Plan | undefined;
 }
@@ -85,11 +88,19 @@ export interface Exit {
   reason: string;
 }
 
+/** A date journey's timer to set (with its rule and first occurrence) or, without them, to remove. */
+export interface Schedule {
+  journey: string;
+  rule?: DateRule;
+  occurrence?: Occurrence;
+}
+
 export interface Plan {
   version: number;
   transitions: Transition[];
   firings: Firing[];
   exits?: Exit[];
+  schedules?: Schedule[];
 }
 
 export interface Evaluation {
@@ -218,9 +229,36 @@ export function evaluate(
     if (j === undefined || j.exit.length === 0) continue;
     inJourney[j.name] = nowMs + (j.wait ?? 0) + (j.action.relevance ?? 30 * 86_400_000);
   }
-  const plan: Plan = { version, transitions, firings, ...(exits.length > 0 ? { exits } : {}) };
+  // Date journeys: the timer follows the profile's date trait and time zone.
+  const dates = { ...(state.dates ?? {}) };
+  const schedules: Schedule[] = [];
+  for (const j of ws.config.journeys) {
+    if (!("date" in j.trigger)) continue;
+    const traits = change.profile?.traits ?? {};
+    const rule = change.deleted
+      ? undefined
+      : ruleOf(j.trigger.date, traits, customerTimeZone(traits, ws.config.timezone));
+    const occurrence = rule === undefined ? undefined : nextOccurrence(rule, nowMs);
+    if (occurrence?.atMs === dates[j.name]) continue;
+    if (occurrence === undefined) {
+      if (dates[j.name] === undefined) continue;
+      delete dates[j.name];
+      schedules.push({ journey: j.name });
+    } else {
+      dates[j.name] = occurrence.atMs;
+      schedules.push({ journey: j.name, ...(rule === undefined ? {} : { rule }), occurrence });
+    }
+  }
+  const plan: Plan = {
+    version,
+    transitions,
+    firings,
+    ...(exits.length > 0 ? { exits } : {}),
+    ...(schedules.length > 0 ? { schedules } : {}),
+  };
   const next: MembershipState = { version, members, firedOnce, last: plan };
   if (Object.keys(inJourney).length > 0) next.inJourney = inJourney;
+  if (Object.keys(dates).length > 0) next.dates = dates;
   return { plan, next, errors };
 }
 

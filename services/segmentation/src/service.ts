@@ -3,9 +3,9 @@
  * change, records entries and exits, and turns journey triggers into intents.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Counter } from "prom-client";
+import { Counter, Histogram } from "prom-client";
 import {
   CancellationSchema,
   IntentSchema,
@@ -18,10 +18,13 @@ import {
 import { loadMeshConfig } from "@kairos/mesh-config";
 import {
   consumers,
+  DurableTimers,
   env,
   GrpcError,
   implement,
   KeyedLock,
+  keyToken,
+  LATENCY_BUCKETS_S,
   runtimeConfig,
   startService,
   type ServiceHandle,
@@ -29,7 +32,15 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { compileWorkspace, evaluate, renderPayload, type CompiledWorkspace, type Plan } from "./plan.js";
+import {
+  actionIdFor,
+  compileWorkspace,
+  evaluate,
+  renderPayload,
+  type CompiledWorkspace,
+  type Plan,
+} from "./plan.js";
+import { nextOccurrence, type DateRule } from "./dates.js";
 import { MembershipStore, WriteConflict } from "./store.js";
 
 export const configSpec = {
@@ -38,7 +49,20 @@ export const configSpec = {
   OPS_PORT: env.port(9463),
   KAIROS_CONFIG: env.string("config/demo.yaml"),
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
+  /** How often due journey timers are looked for (their lateness is at most about this). */
+  TIMER_TICK: env.duration(100),
 };
+
+/** A date journey's timer: whom it is for, the occurrence, and how to find the next one. */
+interface DateTimer {
+  workspace: string;
+  profileId: string;
+  journey: string;
+  date: string;
+  rule: DateRule;
+  payload: JsonObject;
+  profileVersion: string;
+}
 
 export type SegmentationConfig = ConfigOf<typeof configSpec>;
 
@@ -84,6 +108,59 @@ export async function startSegmentation(
       registers: [runtime.metrics.registry],
     });
     const lock = new KeyedLock();
+
+    // Date journeys (a birthday, a holiday) wait in durable timers until their local time.
+    const timerLateness = new Histogram({
+      name: "kairos_journey_timer_lateness_seconds",
+      help: "How late date-journey timers fired (fired-at − due), in seconds.",
+      buckets: LATENCY_BUCKETS_S,
+      registers: [runtime.metrics.registry],
+    });
+    const timers = await DurableTimers.start<DateTimer>(runtime.nc, {
+      bucket: "journey-timers",
+      replicas: cfg.NATS_REPLICAS,
+      tickMs: cfg.TIMER_TICK,
+      clock,
+      logger: runtime.logger,
+      fire: async (_key, entry) => {
+        const t = entry.payload;
+        const journey = workspaces.get(t.workspace)?.config.journeys.find((j) => j.name === t.journey);
+        if (journey === undefined || !("date" in journey.trigger)) return undefined; // removed since
+        const a = journey.action;
+        const actionId = actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`);
+        await runtime.publisher.publishMessage(
+          subjects.intents(t.workspace, a.channel),
+          IntentSchema,
+          create(IntentSchema, {
+            actionId,
+            workspace: t.workspace,
+            profileId: t.profileId,
+            channel: a.channel,
+            journey: journey.name,
+            step: "action",
+            payload: t.payload,
+            notBefore: timestampFromMs(entry.dueMs),
+            ...(a.relevance === undefined ? {} : { notAfter: timestampFromMs(entry.dueMs + a.relevance) }),
+            priority: a.priority,
+            cancelKeys: [`journey:${journey.name}:${t.profileId}`],
+            purpose: a.purpose,
+            intendedAt: timestampFromMs(clock()),
+            profileVersion: BigInt(t.profileVersion),
+          }),
+          { msgID: actionId },
+        );
+        intentsTotal.inc({ workspace: t.workspace, journey: journey.name });
+        const next = nextOccurrence(t.rule, entry.dueMs);
+        return next === undefined
+          ? undefined
+          : { next: { dueMs: next.atMs, payload: { ...t, date: next.date } } };
+      },
+    });
+    timers.onFired = (ms) => timerLateness.observe(ms / 1000);
+    runtime.lifecycle.add("intake", "journey-timers", () => timers.stop());
+    runtime.addReadinessCheck({ name: "journey-timers", check: () => timers.ready });
+    const timerKey = (ws: string, journey: string, profileId: string) =>
+      [ws, journey, profileId].map(keyToken).join(".");
 
     /** Publishes what an evaluation produced; same ids on a repeat, so JetStream stores each once. */
     const publishPlan = async (ws: CompiledWorkspace, change: ProfileChanged, plan: Plan) => {
@@ -162,6 +239,29 @@ export async function startSegmentation(
           ),
         );
         exitsTotal.inc({ workspace: change.workspace, journey: x.journey });
+      }
+      // Date journeys: set (or move) the profile's timer, or remove it.
+      for (const sch of plan.schedules ?? []) {
+        const key = timerKey(change.workspace, sch.journey, change.profileId);
+        const journey = ws.config.journeys.find((j) => j.name === sch.journey);
+        if (sch.occurrence === undefined || sch.rule === undefined || journey === undefined) {
+          publishes.push(timers.cancel(key));
+          continue;
+        }
+        publishes.push(
+          timers.set(key, {
+            dueMs: sch.occurrence.atMs,
+            payload: {
+              workspace: change.workspace,
+              profileId: change.profileId,
+              journey: sch.journey,
+              date: sch.occurrence.date,
+              rule: sch.rule,
+              payload: renderPayload(journey.action.payload, change),
+              profileVersion: String(change.version),
+            },
+          }),
+        );
       }
       await Promise.all(publishes);
     };

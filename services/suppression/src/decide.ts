@@ -22,9 +22,9 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Intent, Profile } from "@kairos/contracts";
 import type { ChannelConfig, SuppressionPolicy } from "@kairos/mesh-config";
-import { isTimeZone, localDay, windowEnd, type DailyWindow } from "./local-time.js";
+import { isTimeZone, localDay, windowEnd, type DailyWindow } from "@kairos/kit";
 
-export { isTimeZone, localDay } from "./local-time.js";
+export { isTimeZone, localDay } from "@kairos/kit";
 
 const WEEK = 7 * 86_400_000;
 

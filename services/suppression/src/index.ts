@@ -28,5 +28,5 @@ export {
   type SuppressReason,
   type Verdict,
 } from "./decide.js";
-export { instantOf, wallTime, windowEnd, type DailyWindow, type WallTime } from "./local-time.js";
+export { instantOf, wallTime, windowEnd, type DailyWindow, type WallTime } from "@kairos/kit";
 export { grpcProfileLookup, type ProfileLookup } from "./profiles.js";

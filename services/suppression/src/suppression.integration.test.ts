@@ -30,7 +30,7 @@ import {
 import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import type { ContactState } from "./decide.js";
-import { instantOf, wallTime } from "./local-time.js";
+import { instantOf, wallTime } from "@kairos/kit";
 import { startTestIdentity, testProfile, type TestIdentity } from "./test-identity.js";
 import { configSpec, startSuppression, type SuppressionHandle } from "./service.js";
 
