@@ -132,7 +132,13 @@ export class DurableTimers<P> {
   private schedule(): void {
     if (this.stopped) return;
     this.timer = setTimeout(() => {
-      this.tick().finally(() => this.schedule());
+      this.tick().then(
+        () => this.schedule(),
+        (err: unknown) => {
+          this.opts.logger.error({ err }, "timer tick failed");
+          this.schedule();
+        },
+      );
     }, this.opts.tickMs ?? 100);
   }
 
