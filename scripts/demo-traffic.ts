@@ -27,7 +27,13 @@ export function customerStory(n: number): object[] {
       type: "identify",
       anonymousId,
       userId,
-      traits: { email: `${userId}@example.org`, first_name: name, plan, timezone: "Europe/London" },
+      traits: {
+        email: `${userId}@example.org`,
+        first_name: name,
+        plan,
+        timezone: ["Europe/London", "America/New_York", "Asia/Tokyo"][n % 3] ?? "Europe/London",
+        birthday: `19${70 + (n % 30)}-${String(1 + (n % 12)).padStart(2, "0")}-${String(1 + (n % 28)).padStart(2, "0")}`,
+      },
     },
     { type: "track", userId, event: "Product Added", properties: { sku: `sku-${n % 20}`, price: 49 } },
     // Two in three buy; the others get the abandoned-cart email an hour later.
