@@ -10,5 +10,6 @@ case "$what" in
   identity) exec pnpm exec tsx bench/identity-drain.ts ;;
   suppression) exec pnpm exec tsx bench/suppression.ts ;;
   dispatch) exec pnpm exec tsx bench/dispatch.ts ;;
+  timers) exec pnpm exec tsx bench/timers.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac
