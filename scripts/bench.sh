@@ -11,5 +11,6 @@ case "$what" in
   suppression) exec pnpm exec tsx bench/suppression.ts ;;
   dispatch) exec pnpm exec tsx bench/dispatch.ts ;;
   timers) exec pnpm exec tsx bench/timers.ts ;;
+  segmentation) exec pnpm exec tsx bench/segmentation.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac
