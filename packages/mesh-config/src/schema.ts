@@ -64,6 +64,8 @@ export const journeySchema = z.object({
   ]),
   /** How long after the trigger the action is due (e.g. an abandoned-cart reminder after 1h). */
   wait: duration.optional(),
+  /** Then (or at once) until this local time of day in the customer's own time zone, `HH:MM`. */
+  waitUntil: timeOfDay.optional(),
   action: actionSchema,
   /**
    * What ends the journey for a customer: an event (with an optional CEL condition) or a

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { customerTimeZone, monthDayOf, nextOccurrence, ruleOf } from "./dates.js";
+import { customerTimeZone, monthDayOf, nextLocalTime, nextOccurrence, ruleOf } from "./dates.js";
 
 const utc = (iso: string) => Date.parse(iso);
 
@@ -64,5 +64,26 @@ describe("fixed-date triggers", () => {
     expect(customerTimeZone({ timezone: "Asia/Tokyo" }, "UTC")).toBe("Asia/Tokyo");
     expect(customerTimeZone({ timezone: "Mars/Olympus" }, "Europe/Berlin")).toBe("Europe/Berlin");
     expect(customerTimeZone({}, "Europe/Berlin")).toBe("Europe/Berlin");
+  });
+});
+
+describe("waiting until a local time of day", () => {
+  it("is later today, or tomorrow once it has passed, in the customer's zone", () => {
+    // 07:30 in Berlin (UTC+1): 09:00 is later today.
+    expect(nextLocalTime(utc("2026-11-24T06:30:00Z"), "09:00", "Europe/Berlin")).toBe(
+      utc("2026-11-24T08:00:00Z"),
+    );
+    // 22:00 in Berlin: tomorrow.
+    expect(nextLocalTime(utc("2026-11-24T21:00:00Z"), "09:00", "Europe/Berlin")).toBe(
+      utc("2026-11-25T08:00:00Z"),
+    );
+    // Exactly then is now.
+    expect(nextLocalTime(utc("2026-11-24T08:00:00Z"), "09:00", "Europe/Berlin")).toBe(
+      utc("2026-11-24T08:00:00Z"),
+    );
+    // New York's evening is already Tokyo's tomorrow.
+    expect(nextLocalTime(utc("2026-11-24T23:00:00Z"), "09:00", "Asia/Tokyo")).toBe(
+      utc("2026-11-25T00:00:00Z"),
+    );
   });
 });

@@ -80,3 +80,18 @@ export function nextOccurrence(rule: DateRule, afterMs: number): Occurrence | un
   }
   return undefined;
 }
+
+/** The first instant at or after `fromMs` when the wall clock in `tz` reads `hhmm` (`HH:MM`). */
+export function nextLocalTime(fromMs: number, hhmm: string, tz: string): number {
+  const [hour, minute] = hhmm.split(":").map(Number) as [number, number];
+  const today = wallTime(fromMs, tz);
+  for (let d = 0; d < 3; d++) {
+    const day = new Date(Date.UTC(today.year, today.month - 1, today.day + d));
+    const at = instantOf(
+      { year: day.getUTCFullYear(), month: day.getUTCMonth() + 1, day: day.getUTCDate(), hour, minute },
+      tz,
+    );
+    if (at >= fromMs) return at;
+  }
+  return fromMs;
+}

@@ -227,7 +227,12 @@ export function evaluate(
   for (const f of firings) {
     const j = ws.config.journeys.find((x) => x.name === f.journey);
     if (j === undefined || j.exit.length === 0) continue;
-    inJourney[j.name] = nowMs + (j.wait ?? 0) + (j.action.relevance ?? 30 * 86_400_000);
+    // (A waitUntil adds at most a day.)
+    inJourney[j.name] =
+      nowMs +
+      (j.wait ?? 0) +
+      (j.waitUntil === undefined ? 0 : 86_400_000) +
+      (j.action.relevance ?? 30 * 86_400_000);
   }
   // Date journeys: the timer follows the profile's date trait and time zone.
   const dates = { ...(state.dates ?? {}) };

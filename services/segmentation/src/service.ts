@@ -15,7 +15,7 @@ import {
   SegmentService,
   type ProfileChanged,
 } from "@kairos/contracts";
-import { loadMeshConfig } from "@kairos/mesh-config";
+import { loadMeshConfig, type JourneyConfig } from "@kairos/mesh-config";
 import {
   consumers,
   DurableTimers,
@@ -40,7 +40,15 @@ import {
   type CompiledWorkspace,
   type Plan,
 } from "./plan.js";
-import { nextOccurrence, type DateRule } from "./dates.js";
+import { customerTimeZone, nextLocalTime, nextOccurrence, type DateRule } from "./dates.js";
+
+/** When a journey's action is due: after its `wait`, then at its `waitUntil` local time of day. */
+function dueOf(journey: JourneyConfig, change: ProfileChanged, workspaceTz: string, now: number): number {
+  const after = now + (journey.wait ?? 0);
+  if (journey.waitUntil === undefined) return after;
+  const tz = customerTimeZone(change.profile?.traits ?? {}, workspaceTz);
+  return nextLocalTime(after, journey.waitUntil, tz);
+}
 import { MembershipStore, WriteConflict } from "./store.js";
 
 export const configSpec = {
@@ -203,10 +211,12 @@ export async function startSegmentation(
               journey: journey.name,
               step: "action",
               payload: renderPayload(a.payload, change),
-              notBefore: timestampFromMs(now + (journey.wait ?? 0)),
+              notBefore: timestampFromMs(dueOf(journey, change, ws.config.timezone, now)),
               ...(a.relevance === undefined
                 ? {}
-                : { notAfter: timestampFromMs(now + (journey.wait ?? 0) + a.relevance) }),
+                : {
+                    notAfter: timestampFromMs(dueOf(journey, change, ws.config.timezone, now) + a.relevance),
+                  }),
               priority: a.priority,
               cancelKeys: [`journey:${journey.name}:${change.profileId}`],
               purpose: a.purpose,
