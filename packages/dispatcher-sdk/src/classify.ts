@@ -6,13 +6,16 @@
 export type DeliveryResult =
   | { kind: "delivered"; detail?: string }
   | { kind: "retry"; reason: string; retryAfterMs?: number }
-  | { kind: "fail"; reason: string };
+  | { kind: "fail"; reason: string }
+  /** Not deliverable while it mattered, through no fault of the endpoint (no live subscriber): EXPIRED, no dead letter. */
+  | { kind: "expire"; reason: string };
 
 export const delivered = (detail?: string): DeliveryResult =>
   detail === undefined ? { kind: "delivered" } : { kind: "delivered", detail };
 export const retry = (reason: string, retryAfterMs?: number): DeliveryResult =>
   retryAfterMs === undefined ? { kind: "retry", reason } : { kind: "retry", reason, retryAfterMs };
 export const fail = (reason: string): DeliveryResult => ({ kind: "fail", reason });
+export const expired = (reason: string): DeliveryResult => ({ kind: "expire", reason });
 
 /** Statuses worth another attempt: the endpoint may answer differently later. */
 const RETRYABLE = new Set([408, 425, 429]);

@@ -511,6 +511,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           // The last allowed attempt: dead-lettered with its reason (replayable).
           throw new Error(`delivery to ${channel.name} failed ${a.attempt} times (${result.reason})`);
         }
+        if (result.kind === "expire") return expire(a, result.reason);
         if (result.kind === "fail") {
           counts.failed++;
           attempts.inc({ ...ch, result: "failed", reason: result.reason });

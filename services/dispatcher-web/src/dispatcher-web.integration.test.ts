@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { request, type IncomingMessage } from "node:http";
 import { fileURLToPath } from "node:url";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import { jetstream, type JetStreamClient } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager, type JetStreamClient } from "@nats-io/jetstream";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
@@ -195,6 +195,17 @@ describe("dispatcher-web", () => {
       status: OutcomeStatus.EXPIRED,
       reason: "expired_after_no_live_subscriber",
     });
+  });
+
+  it("lets an action lapse (EXPIRED, no dead letter) when its attempts run out before anyone subscribes", async () => {
+    await dispatch("act_lapsed", "anon-never", Date.now() + 60_000); // the fixture allows 4 attempts
+    await waitFor(() => outcomeOf("act_lapsed") !== undefined, { timeoutMs: 20_000 });
+    expect(outcomeOf("act_lapsed")).toMatchObject({
+      status: OutcomeStatus.EXPIRED,
+      reason: "no_live_subscriber",
+    });
+    const dlq = await jetstreamManager(nc).then((m) => m.streams.info("DLQ"));
+    expect(dlq.state.messages).toBe(0);
   });
 
   it("delivers to a page that subscribes while the action is being retried", async () => {

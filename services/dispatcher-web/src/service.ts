@@ -21,6 +21,7 @@ import {
   actionOf,
   configSpecOf,
   delivered,
+  expired,
   retry,
   startDispatcher,
   type ChannelDefinition,
@@ -75,7 +76,7 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
     settings: settingsSchema,
     // One "destination" per workspace: no circuit or rate limit across customers.
     destinationKey: (a) => a.workspace,
-    deliver: async (a, { settings, span }) => {
+    deliver: async (a, { settings, span, channel }) => {
       if (nc === undefined) throw new Error("not started");
       try {
         const reply = await nc.request(
@@ -89,7 +90,9 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
         span.setAttribute("kairos.web.subscribers", n);
         return delivered(`pushed_to_${n}`);
       } catch {
-        return retry("no_live_subscriber");
+        // Not in session (yet): try again until the deadline; after the last attempt the
+        // action lapses (EXPIRED), it did not fail.
+        return a.attempt >= channel.maxAttempts ? expired("no_live_subscriber") : retry("no_live_subscriber");
       }
     },
     setup: (host) => {
