@@ -501,9 +501,11 @@ export async function startDispatcher<S, E extends ConfigSpec>(
               return expire(a, `expired_after_${result.reason}`);
             }
             attempts.inc({ ...ch, result: "retry", reason: result.reason });
-            const message = `delivery to ${channel.name} failed (${result.reason}); will retry`;
-            if (result.retryAfterMs !== undefined) throw new RetryLater(message, result.retryAfterMs);
-            throw new Error(message);
+            // Counted in kairos_dispatch_attempts_total; logged at debug only (a dead endpoint opens the circuit, which is logged).
+            throw new RetryLater(
+              `delivery to ${channel.name} failed (${result.reason}); will retry`,
+              result.retryAfterMs ?? backoffDelay(defaultBackoff, a.attempt),
+            );
           }
           counts.failed++;
           attempts.inc({ ...ch, result: "failed", reason: result.reason });

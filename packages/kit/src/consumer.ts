@@ -208,7 +208,8 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
           e instanceof RetryLater
             ? Math.max(50, Math.round(e.delayMs))
             : backoffDelay(backoff, m.info.deliveryCount);
-        logger.warn(
+        // A planned retry (the handler chose when) is routine; anything else is worth a warning.
+        (e instanceof RetryLater ? logger.debug.bind(logger) : logger.warn.bind(logger))(
           { err: e, subject: m.subject, delivery: m.info.deliveryCount, retryInMs: delay },
           "handler failed; will retry",
         );
