@@ -63,7 +63,7 @@ channels:
     freshnessSlo: 100ms
     quietHours: false
     circuitBreaker: false
-  - name: email
+${process.env.BENCH_WEB_CONCURRENCY === undefined ? "" : `    concurrency: ${process.env.BENCH_WEB_CONCURRENCY}\n`}  - name: email
     mode: inspire
     freshnessSlo: 2m
     settings:

@@ -108,6 +108,8 @@ export interface ChannelDefinition<S, E extends ConfigSpec = Record<never, never
   defaultChannel: string;
   /** Local default ports. */
   ports: { grpc: number; ops: number };
+  /** Deliveries in flight when neither `CONCURRENCY` nor the channel's `concurrency` says (default 64). */
+  defaultConcurrency?: number;
   /**
    * The channel's own settings: a schema for its `settings:` in the mesh config
    * (problems are named with file and line), or a function that reads them.
@@ -219,7 +221,8 @@ export async function startDispatcher<S, E extends ConfigSpec>(
       `channel ${channel.name} (${def.service}) delivers in batches: give it batch: {maxSize}`,
     ]);
   }
-  const concurrency = cfg.CONCURRENCY > 0 ? cfg.CONCURRENCY : (channel.concurrency ?? 64);
+  const concurrency =
+    cfg.CONCURRENCY > 0 ? cfg.CONCURRENCY : (channel.concurrency ?? def.defaultConcurrency ?? 64);
   const spec = { ...consumers.dispatcher(channel.name), maxDeliver: channel.maxAttempts };
 
   return startService(

@@ -72,6 +72,8 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
     service: "dispatcher-web",
     defaultChannel: "web",
     ports: { grpc: 50056, ops: 9466 },
+    // A push is a few cheap round trips; at hundreds of actions a second, 64 in flight queue up.
+    defaultConcurrency: 512,
     env: extraEnv,
     settings: settingsSchema,
     // One "destination" per workspace: no circuit or rate limit across customers.
