@@ -198,6 +198,11 @@ export const channelSchema = z.object({
   quietHours: z.union([dailyWindowSchema, z.literal(false)]).optional(),
   /** opt-out: contact unless the customer said no; opt-in: only after the customer said yes. */
   consent: z.enum(["opt-out", "opt-in"]).default("opt-out"),
+  /**
+   * false: the channel does not message the customer (ad audiences): caps, quiet hours and
+   * contact preferences do not apply to it and it takes no cap slot; consent and lists still do.
+   */
+  contact: z.boolean().default(true),
   /** Deliveries in flight at once (per dispatcher replica); the `CONCURRENCY` variable overrides it. */
   concurrency: z.number().int().min(1).max(4096).optional(),
   /** At most this many deliveries a second to one destination, per replica. */

@@ -258,6 +258,27 @@ describe("decide", () => {
     expect(timeZoneOf(profile({ timezone: "Mars/Olympus" }), "Europe/Paris")).toBe("Europe/Paris");
     expect(timeZoneOf(undefined, "UTC")).toBe("UTC");
   });
+
+  it("a channel that does not message the customer (ad audiences) needs consent, not caps or quiet hours", () => {
+    const ads = policy(
+      { name: "ads", contact: false, dailyCap: 1 },
+      { dailyCap: 1, quietHours: { start: "00:00", end: "23:59" } },
+    );
+    const busy = contact({
+      sent: sent(5, NOW - H, "email"),
+      preferences: { channels: ["email"], maxPerWeek: 0, source: "test", atMs: NOW - H },
+    });
+    expect(decide({ ...intent, channel: "ads" }, profile(), busy, [], ads, NOW)).toEqual({
+      kind: "dispatch",
+      count: false,
+    });
+    // Marketing consent withdrawn still stops it.
+    const noMarketing = profile({ consent_ads: false }, { consent_ads: NOW - H });
+    expect(decide({ ...intent, channel: "ads" }, noMarketing, busy, [], ads, NOW)).toMatchObject({
+      kind: "suppress",
+      reason: "opted_out",
+    });
+  });
 });
 
 describe("quiet hours", () => {

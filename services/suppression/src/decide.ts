@@ -91,7 +91,8 @@ export interface ListedEntry {
 /** The channel and workspace rules the decision applies. */
 export interface Policy {
   workspaceTz: string;
-  channel: Pick<ChannelConfig, "name" | "dailyCap" | "weeklyCap" | "quietHours" | "consent">;
+  channel: Pick<ChannelConfig, "name" | "dailyCap" | "weeklyCap" | "quietHours" | "consent"> &
+    Partial<Pick<ChannelConfig, "contact">>;
   workspace: Pick<SuppressionPolicy, "quietHours" | "dailyCap" | "weeklyCap" | "exemptPurposes">;
 }
 
@@ -253,6 +254,8 @@ export function decide(
   if (profile === undefined)
     return { kind: "suppress", reason: "unknown_profile", detail: "no such profile" };
   const exempt = policy.workspace.exemptPurposes.includes(intent.purpose);
+  // A channel that does not message the customer (ad audiences) needs consent, not caps or quiet hours.
+  const messages = policy.channel.contact !== false;
 
   const list = listed.find((l) => !exempt || l.reason !== "unsubscribed");
   if (list !== undefined) {
@@ -286,6 +289,7 @@ export function decide(
   const prefs = contact.preferences;
   if (
     !exempt &&
+    messages &&
     prefs !== undefined &&
     prefs.channels.length > 0 &&
     !prefs.channels.includes(intent.channel)
@@ -310,7 +314,7 @@ export function decide(
   }
 
   const tz = timeZoneOf(profile, policy.workspaceTz);
-  if (!exempt) {
+  if (!exempt && messages) {
     const quiet: DailyWindow | undefined =
       policy.channel.quietHours === false
         ? undefined
@@ -329,7 +333,7 @@ export function decide(
     }
   }
 
-  if (exempt) return { kind: "dispatch", count: false };
+  if (exempt || !messages) return { kind: "dispatch", count: false };
   // An action counted before (a redelivery) keeps its slot; it does not take a second one.
   if (intent.actionId !== "" && contact.sent.some((e) => e.id === intent.actionId)) {
     return { kind: "dispatch", count: false };
