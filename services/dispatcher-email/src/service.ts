@@ -155,11 +155,12 @@ export function emailChannel(): ChannelDefinition<EmailSettings, typeof extraEnv
           res.writeHead(404, { "content-type": "application/json" }).end('{"error":"not found"}');
         }
       });
-      runtime.lifecycle.add(
-        "intake",
-        "unsubscribe-server",
-        () => new Promise<void>((r) => server.close(() => r())),
-      );
+      runtime.lifecycle.add("intake", "unsubscribe-server", () => {
+        // Idle keep-alive connections would hold close() until they time out.
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        server.closeIdleConnections();
+        return closed;
+      });
       return new Promise<void>((resolve, reject) => {
         server.once("error", reject);
         server.listen(config.HTTP_PORT, config.HTTP_HOST, () => {

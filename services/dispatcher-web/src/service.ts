@@ -185,7 +185,10 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
       });
       runtime.lifecycle.add("intake", "sse-server", async () => {
         for (const s of streams) s.end();
-        await new Promise<void>((r) => server.close(() => r()));
+        // Idle keep-alive connections would hold close() until they time out.
+        const closed = new Promise<void>((r) => server.close(() => r()));
+        server.closeAllConnections();
+        await closed;
       });
       return new Promise<void>((resolve, reject) => {
         server.once("error", reject);
