@@ -15,7 +15,7 @@ import {
   SegmentService,
   type ProfileChanged,
 } from "@kairos/contracts";
-import { loadMeshConfig, type JourneyConfig } from "@kairos/mesh-config";
+import { loadMeshConfig, watchMeshConfig, type JourneyConfig, type MeshConfig } from "@kairos/mesh-config";
 import {
   consumers,
   DurableTimers,
@@ -83,11 +83,36 @@ export async function startSegmentation(
   opts: StartOptions = {},
 ): Promise<SegmentationHandle> {
   const clock = opts.clock ?? Date.now;
-  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const workspaces = new Map<string, CompiledWorkspace>(
-    mesh.workspaces.map((w) => [w.id, compileWorkspace(w)]),
-  );
+  const compileAll = (mesh: MeshConfig) =>
+    new Map<string, CompiledWorkspace>(mesh.workspaces.map((w) => [w.id, compileWorkspace(w)]));
+  let workspaces = compileAll(loadMeshConfig(cfg.KAIROS_CONFIG));
   return startService("segmentation", cfg, opts, async (runtime) => {
+    // A configuration applied with `kairos apply` overrides the file, and reloads live.
+    const configWatch = await watchMeshConfig(
+      runtime.nc,
+      (mesh, file, revision) => {
+        try {
+          workspaces = compileAll(mesh);
+          runtime.logger.info({ file, revision }, "applied configuration reloaded");
+        } catch (err) {
+          runtime.logger.error(
+            { err, file, revision },
+            "applied configuration not loaded; the previous one stays",
+          );
+        }
+      },
+      (err, revision) =>
+        runtime.logger.error({ err, revision }, "applied configuration is invalid; the previous one stays"),
+      cfg.NATS_REPLICAS,
+    );
+    if (configWatch.initial !== undefined) {
+      workspaces = compileAll(configWatch.initial.config);
+      runtime.logger.info(
+        { file: configWatch.initial.file, revision: configWatch.initial.revision },
+        "using the applied configuration",
+      );
+    }
+    runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const store = await MembershipStore.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "membership-store", check: () => store.ping() });
     runtime.metrics.stageObjective.set({ stage: "segment" }, 0.005);

@@ -1,0 +1,112 @@
+/**
+ * `kairos apply -f FILE`, the real CLI against a real nats-server and a running
+ * segmentation service: a valid file is applied and reloaded live; an invalid
+ * one is refused naming file, line and field, and the previous one stays.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { execFile } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { jetstream } from "@nats-io/jetstream";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { MembershipChange, ProfileChangedSchema, SegmentMembershipChangedSchema } from "@kairos/contracts";
+import { loadConfig, subjects } from "@kairos/kit";
+import { NatsServer, repoRoot, waitFor } from "@kairos/testkit";
+import * as segmentation from "@kairos/segmentation";
+
+const run = promisify(execFile);
+const fixture = fileURLToPath(new URL("fixtures/mesh.yaml", import.meta.url));
+const dir = mkdtempSync(join(tmpdir(), "kairos-apply-"));
+let nats: NatsServer;
+let nc: NatsConnection;
+let stop: () => Promise<unknown>;
+const entered: string[] = [];
+
+beforeAll(async () => {
+  nats = await NatsServer.start();
+  const seg = await segmentation.startSegmentation(
+    loadConfig(segmentation.configSpec, {
+      NATS_URL: nats.url,
+      GRPC_PORT: "0",
+      OPS_PORT: "0",
+      LOG_LEVEL: "silent",
+      KAIROS_CONFIG: fixture,
+    }),
+  );
+  stop = () => seg.stop();
+  nc = await connect({ servers: nats.url });
+  nc.subscribe("kairos.segments.>", {
+    callback: (_, m) => {
+      const c = fromBinary(SegmentMembershipChangedSchema, m.data);
+      if (c.change === MembershipChange.ENTERED) entered.push(`${c.segment}:${c.profileId}`);
+    },
+  });
+});
+
+afterAll(async () => {
+  await nc?.close();
+  await stop?.();
+  await nats?.[Symbol.asyncDispose]();
+});
+
+async function apply(file: string): Promise<{ code: number; out: string; err: string }> {
+  try {
+    const { stdout, stderr } = await run(
+      process.execPath,
+      ["--import", "tsx", "scripts/apply.ts", "-f", file, "--nats", nats.url],
+      { cwd: repoRoot },
+    );
+    return { code: 0, out: stdout, err: stderr };
+  } catch (e) {
+    const x = e as { code: number; stdout: string; stderr: string };
+    return { code: x.code, out: x.stdout, err: x.stderr };
+  }
+}
+
+let version = 0;
+async function profile(id: string, plan: string) {
+  const v = BigInt(++version);
+  const c = create(ProfileChangedSchema, {
+    workspace: "bench",
+    profileId: id,
+    version: v,
+    profile: { workspace: "bench", profileId: id, version: v, traits: { plan } },
+  });
+  await jetstream(nc).publish(subjects.profiles("bench", 0), toBinary(ProfileChangedSchema, c), {
+    msgID: `apply:${id}:${v}`,
+  });
+}
+
+describe("kairos apply -f", () => {
+  it("applies a valid configuration live, and refuses an invalid one keeping the one in force", async () => {
+    const base = readFileSync(fixture, "utf8");
+    const withVip = base.replace(
+      "    segments:\n",
+      `    segments:\n      - name: vip\n        condition: 'has(profile.traits.plan) && profile.traits.plan == "vip"'\n`,
+    );
+    expect(withVip).not.toBe(base);
+    const good = join(dir, "good.yaml");
+    writeFileSync(good, withVip);
+    const ok = await apply(good);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toMatch(/^applied .*good\.yaml \(revision \d+\): 1 workspaces, 2 segments/);
+
+    await profile("p-vip-1", "vip");
+    await waitFor(() => entered.includes("vip:p-vip-1"), { timeoutMs: 15_000 });
+
+    const bad = join(dir, "bad.yaml");
+    writeFileSync(bad, withVip.replace('profile.traits.plan == "vip"', 'profile.traits.plan == "vip" &&'));
+    const refused = await apply(bad);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/bad\.yaml:\d+: workspaces\[0\]\.segments\[0\]\.condition: invalid CEL/);
+    expect(refused.err).toContain("nothing applied");
+
+    // The applied configuration stays in force.
+    await profile("p-vip-2", "vip");
+    await waitFor(() => entered.includes("vip:p-vip-2"), { timeoutMs: 15_000 });
+  });
+});
