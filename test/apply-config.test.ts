@@ -17,6 +17,9 @@ import { MembershipChange, ProfileChangedSchema, SegmentMembershipChangedSchema 
 import { loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, repoRoot, waitFor } from "@kairos/testkit";
 import * as segmentation from "@kairos/segmentation";
+import * as suppression from "@kairos/suppression";
+import { Decision, SuppressionService } from "@kairos/contracts";
+import { createGrpcClient } from "@kairos/kit";
 
 const run = promisify(execFile);
 const fixture = fileURLToPath(new URL("fixtures/mesh.yaml", import.meta.url));
@@ -24,6 +27,8 @@ const dir = mkdtempSync(join(tmpdir(), "kairos-apply-"));
 let nats: NatsServer;
 let nc: NatsConnection;
 let stop: () => Promise<unknown>;
+let stopSuppression: () => Promise<unknown>;
+let suppressionAddr: string;
 const entered: string[] = [];
 
 beforeAll(async () => {
@@ -38,6 +43,19 @@ beforeAll(async () => {
     }),
   );
   stop = () => seg.stop();
+  // Suppression decides from its profile view here (fed by PROFILES); identity is not needed.
+  const sup = await suppression.startSuppression(
+    loadConfig(suppression.configSpec, {
+      NATS_URL: nats.url,
+      GRPC_PORT: "0",
+      OPS_PORT: "0",
+      LOG_LEVEL: "silent",
+      KAIROS_CONFIG: fixture,
+      IDENTITY_GRPC_ADDR: "127.0.0.1:1",
+    }),
+  );
+  stopSuppression = () => sup.stop();
+  suppressionAddr = sup.grpcAddress;
   nc = await connect({ servers: nats.url });
   nc.subscribe("kairos.segments.>", {
     callback: (_, m) => {
@@ -50,6 +68,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await nc?.close();
   await stop?.();
+  await stopSuppression?.();
   await nats?.[Symbol.asyncDispose]();
 });
 
@@ -108,5 +127,30 @@ describe("kairos apply -f", () => {
     // The applied configuration stays in force.
     await profile("p-vip-2", "vip");
     await waitFor(() => entered.includes("vip:p-vip-2"), { timeoutMs: 15_000 });
+  });
+});
+
+describe("kairos apply -f, suppression", () => {
+  it("reloads channel policy live: a channel switched to opt-in consent stops contact", async () => {
+    await profile("p-consent", "basic");
+    const client = createGrpcClient(SuppressionService, suppressionAddr);
+    const ask = () =>
+      client.check({ workspace: "bench", profileId: "p-consent", channel: "webhook", purpose: "marketing" });
+    try {
+      // Allowed once suppression's view holds the profile.
+      await waitFor(async () => (await ask()).decision === Decision.ALLOW, { timeoutMs: 15_000 });
+      const optIn = join(dir, "opt-in.yaml");
+      writeFileSync(
+        optIn,
+        readFileSync(fixture, "utf8").replace(
+          "    freshnessSlo: 30s\n",
+          "    freshnessSlo: 30s\n    consent: opt-in\n",
+        ),
+      );
+      expect((await apply(optIn)).code).toBe(0);
+      await waitFor(async () => (await ask()).reason === "no_consent", { timeoutMs: 15_000 });
+    } finally {
+      client.close();
+    }
   });
 });

@@ -27,7 +27,13 @@ import {
   type Intent,
   type Profile,
 } from "@kairos/contracts";
-import { loadMeshConfig, type ChannelConfig, type SuppressionPolicy } from "@kairos/mesh-config";
+import {
+  loadMeshConfig,
+  watchMeshConfig,
+  type ChannelConfig,
+  type MeshConfig,
+  type SuppressionPolicy,
+} from "@kairos/mesh-config";
 import {
   Cancellations,
   consumers,
@@ -171,15 +177,34 @@ export async function startSuppression(
   opts: StartOptions = {},
 ): Promise<SuppressionHandle> {
   const clock = opts.clock ?? Date.now;
-  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const channels = new Map<string, ChannelConfig>(mesh.channels.map((c) => [c.name, c]));
-  const workspaces = new Map(mesh.workspaces.map((w) => [w.id, w]));
+  let mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
+  let channels = new Map<string, ChannelConfig>(mesh.channels.map((c) => [c.name, c]));
+  let workspaces = new Map(mesh.workspaces.map((w) => [w.id, w]));
+  const use = (m: MeshConfig) => {
+    mesh = m;
+    channels = new Map<string, ChannelConfig>(m.channels.map((c) => [c.name, c]));
+    workspaces = new Map(m.workspaces.map((w) => [w.id, w]));
+  };
   const defaultPolicy: SuppressionPolicy = {
     capOrder: "priority",
     exemptPurposes: ["transactional"],
     cancelOn: [],
   };
   return startService("suppression", cfg, opts, async (runtime) => {
+    // A configuration applied with `kairos apply` overrides the file, and reloads live
+    // (policies, caps, quiet hours, consent modes; `cancelOn` needs at least one rule at start).
+    const configWatch = await watchMeshConfig(
+      runtime.nc,
+      (m, file, revision) => {
+        use(m);
+        runtime.logger.info({ file, revision }, "applied configuration reloaded");
+      },
+      (err, revision) =>
+        runtime.logger.error({ err, revision }, "applied configuration is invalid; the previous one stays"),
+      cfg.NATS_REPLICAS,
+    );
+    if (configWatch.initial !== undefined) use(configWatch.initial.config);
+    runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS, cfg.CONTACT_VIEW_SIZE);
     runtime.lifecycle.add("connections", "contact-watch", () => stores.close());
     const cancellations = await Cancellations.open(runtime.nc, cfg.NATS_REPLICAS);
