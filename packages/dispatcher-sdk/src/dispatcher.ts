@@ -41,6 +41,7 @@ import {
   injectTraceContext,
   LATENCY_BUCKETS_S,
   PermanentError,
+  PROFILE_DELETED_KEY,
   recordSpanError,
   RetryLater,
   runMain,
@@ -455,7 +456,12 @@ export async function startDispatcher<S, E extends ConfigSpec>(
         if (a === undefined) throw new PermanentError("dispatch without an intent or action id");
         const [seen, cancelled] = await Promise.all([
           ledger.get(a.actionId),
-          cancellations.cancelling(a.workspace, a.profileId, a.cancelKeys, a.intendedAtMs ?? 0),
+          cancellations.cancelling(
+          a.workspace,
+          a.profileId,
+          [...a.cancelKeys, PROFILE_DELETED_KEY],
+          a.intendedAtMs ?? 0,
+        ),
         ]);
         if (seen !== null && seen.operation === "PUT" && seen.value.length > 0) {
           // Already delivered: re-publish its outcome (same id, stored once), send nothing.
@@ -465,8 +471,10 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           return;
         }
         if (cancelled !== undefined) {
-          attempts.inc({ ...ch, result: "cancelled", reason: "cancelled" });
-          await publishOutcome(a, OutcomeStatus.CANCELLED, "cancelled", a.attempt - 1);
+          // A deleted customer's actions are withdrawn like cancelled ones, under their own reason.
+          const reason = cancelled.key === PROFILE_DELETED_KEY ? "profile_deleted" : "cancelled";
+          attempts.inc({ ...ch, result: "cancelled", reason });
+          await publishOutcome(a, OutcomeStatus.CANCELLED, reason, a.attempt - 1);
           return;
         }
         if (a.notAfterMs !== undefined && clock() > a.notAfterMs) return expire(a, "expired");

@@ -21,6 +21,12 @@ export function fromKeyToken(t: string): string {
   return t.startsWith("=") ? Buffer.from(t.slice(1), "base64url").toString() : t;
 }
 
+/**
+ * The key marked when a profile is deleted (GDPR): every action intended for it
+ * before then is withdrawn by the dispatchers, whatever its own cancel keys.
+ */
+export const PROFILE_DELETED_KEY = "profile:deleted";
+
 /** When a key was cancelled, and why. */
 export interface CancellationMark {
   atMs: number;

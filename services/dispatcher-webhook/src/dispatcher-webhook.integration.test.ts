@@ -14,7 +14,7 @@ import {
   OutcomeStatus,
   type Outcome,
 } from "@kairos/contracts";
-import { Cancellations, createGrpcClient, loadConfig, subjects } from "@kairos/kit";
+import { Cancellations, createGrpcClient, loadConfig, PROFILE_DELETED_KEY, subjects } from "@kairos/kit";
 import { NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { configSpec, startDispatcherWebhook, type DispatcherHandle } from "./service.js";
 
@@ -72,19 +72,25 @@ beforeEach(() => {
 
 async function dispatch(
   actionId: string,
-  over: { notAfterMs?: number; msgID?: string; cancelKeys?: string[] } = {},
+  over: {
+    notAfterMs?: number;
+    msgID?: string;
+    cancelKeys?: string[];
+    profileId?: string;
+    intendedAtMs?: number;
+  } = {},
 ) {
   const now = Date.now();
   const d = create(DispatchSchema, {
     intent: {
       actionId,
       workspace: "demo",
-      profileId: "p-1",
+      profileId: over.profileId ?? "p-1",
       channel: "webhook",
       journey: "j",
       payload: { hello: "world" },
       cancelKeys: over.cancelKeys ?? [],
-      intendedAt: timestampFromMs(now - 10),
+      intendedAt: timestampFromMs(over.intendedAtMs ?? now - 10),
       ...(over.notAfterMs === undefined ? {} : { notAfter: timestampFromMs(over.notAfterMs) }),
     },
     destinations: [{ type: "email", value: "ada@example.org" }],
@@ -201,4 +207,23 @@ describe("dispatcher-webhook", () => {
       client.close();
     }
   });
+
+  it("withdraws what was handed over for a customer deleted since (GDPR), whatever its cancel keys", async () => {
+    const cancellations = await Cancellations.open(nc);
+    await dispatchAfter(cancellations);
+    expect((await settled("act_for_deleted"))[0]).toMatchObject({
+      status: OutcomeStatus.CANCELLED,
+      reason: "profile_deleted",
+    });
+    expect(received.filter((r) => r.body.action_id === "act_for_deleted")).toHaveLength(0);
+  });
 });
+
+/** Marks p-gone deleted, then hands over an action intended for it before the deletion. */
+async function dispatchAfter(cancellations: Cancellations) {
+  await cancellations.mark("demo", "p-gone", [PROFILE_DELETED_KEY], {
+    atMs: Date.now(),
+    reason: "profile_deleted",
+  });
+  await dispatch("act_for_deleted", { profileId: "p-gone", intendedAtMs: Date.now() - 60_000 });
+}

@@ -22,6 +22,7 @@ import {
   OutcomeSchema,
   OutcomeStatus,
   ProfileChangedSchema,
+  type ProfileChanged,
   SuppressionService,
   type Cancellation,
   type Intent,
@@ -42,6 +43,7 @@ import {
   implement,
   KeyedLock,
   PermanentError,
+  PROFILE_DELETED_KEY,
   runtimeConfig,
   startService,
   type ConsumerSpec,
@@ -127,7 +129,12 @@ const statusOf = {
  * starting at `fromMs` (the backfill window) so that a restarted replica starts
  * warm; misses go to identity.
  */
-function followProfiles(runtime: ServiceRuntime, view: ProfileView, fromMs: number): void {
+function followProfiles(
+  runtime: ServiceRuntime,
+  view: ProfileView,
+  fromMs: number,
+  onDeleted: (change: ProfileChanged) => Promise<void>,
+): void {
   let stopping = false;
   let iter: { close(): Promise<void | Error> } | undefined;
   new Gauge({
@@ -152,11 +159,15 @@ function followProfiles(runtime: ServiceRuntime, view: ProfileView, fromMs: numb
         iter = messages;
         attempt = 0;
         for await (const m of messages) {
+          let change: ProfileChanged;
           try {
-            view.apply(fromBinary(ProfileChangedSchema, m.data));
+            change = fromBinary(ProfileChangedSchema, m.data);
           } catch (e) {
             runtime.logger.warn({ err: e, seq: m.seq }, "undecodable profile change skipped by the view");
+            continue;
           }
+          view.apply(change);
+          if (change.deleted) await onDeleted(change);
         }
       } catch (e) {
         if (stopping) return;
@@ -211,7 +222,15 @@ export async function startSuppression(
     const identityLookup = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     const view = new ProfileView(cfg.PROFILE_VIEW_SIZE);
     const profiles = cfg.PROFILE_VIEW_SIZE > 0 ? viewedProfileLookup(view, identityLookup) : identityLookup;
-    if (cfg.PROFILE_VIEW_SIZE > 0) followProfiles(runtime, view, clock() - cfg.PROFILE_VIEW_BACKFILL);
+    // A deleted customer (GDPR): every action already handed to a channel is withdrawn there
+    // (the key is checked before each delivery); deferred ones find no profile when released.
+    const onDeleted = (change: ProfileChanged) =>
+      cancellations.mark(change.workspace, change.profileId, [PROFILE_DELETED_KEY], {
+        atMs: clock(),
+        reason: "profile_deleted",
+      });
+    if (cfg.PROFILE_VIEW_SIZE > 0)
+      followProfiles(runtime, view, clock() - cfg.PROFILE_VIEW_BACKFILL, onDeleted);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
     const registers = [runtime.metrics.registry];

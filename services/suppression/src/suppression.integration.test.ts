@@ -25,9 +25,10 @@ import {
   IntentSchema,
   OutcomeSchema,
   OutcomeStatus,
+  ProfileChangedSchema,
   SuppressionService,
 } from "@kairos/contracts";
-import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
+import { Cancellations, createGrpcClient, loadConfig, PROFILE_DELETED_KEY, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import type { ContactState } from "./decide.js";
 import { instantOf, wallTime } from "@kairos/kit";
@@ -319,5 +320,20 @@ describe("suppression", () => {
     );
     expect(dl.msg).toMatchObject({ service: "suppression", reason: "permanent" });
     expect(dl.msg.error).toContain("unknown channel");
+  });
+
+  it("marks a deleted customer's actions for withdrawal at every channel (GDPR)", async () => {
+    const deleted = create(ProfileChangedSchema, {
+      workspace: "ws",
+      profileId: "p-erased",
+      version: 9n,
+      deleted: true,
+    });
+    await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, deleted), {
+      msgID: "ws:p-erased:9",
+    });
+    const cancellations = await Cancellations.open(nc);
+    const mark = await waitFor(() => cancellations.cancelling("ws", "p-erased", [PROFILE_DELETED_KEY], 0));
+    expect(mark.mark.reason).toBe("profile_deleted");
   });
 });
