@@ -457,11 +457,11 @@ export async function startDispatcher<S, E extends ConfigSpec>(
         const [seen, cancelled] = await Promise.all([
           ledger.get(a.actionId),
           cancellations.cancelling(
-          a.workspace,
-          a.profileId,
-          [...a.cancelKeys, PROFILE_DELETED_KEY],
-          a.intendedAtMs ?? 0,
-        ),
+            a.workspace,
+            a.profileId,
+            [...a.cancelKeys, PROFILE_DELETED_KEY],
+            a.intendedAtMs ?? 0,
+          ),
         ]);
         if (seen !== null && seen.operation === "PUT" && seen.value.length > 0) {
           // Already delivered: re-publish its outcome (same id, stored once), send nothing.
