@@ -11,7 +11,13 @@ import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jet
 import { Kvm } from "@nats-io/kv";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
-import { IntentSchema, ProfileChangedSchema, type Intent } from "@kairos/contracts";
+import {
+  CancellationSchema,
+  IntentSchema,
+  ProfileChangedSchema,
+  type Cancellation,
+  type Intent,
+} from "@kairos/contracts";
 import { loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startSegmentation, type SegmentationHandle } from "./service.js";
@@ -23,6 +29,7 @@ let nc: NatsConnection;
 let jsm: JetStreamManager;
 let svc: SegmentationHandle;
 const intents: Intent[] = [];
+const cancellations: Cancellation[] = [];
 
 const start = () =>
   startSegmentation(
@@ -42,6 +49,11 @@ beforeAll(async () => {
   svc = await start();
   nc = await connect({ servers: server.url });
   jsm = await jetstreamManager(nc);
+  nc.subscribe("kairos.cancels.>", {
+    callback: (_, m) => {
+      cancellations.push(fromBinary(CancellationSchema, m.data));
+    },
+  });
   nc.subscribe("kairos.intents.>", {
     callback: (_, m) => {
       intents.push(fromBinary(IntentSchema, m.data));
@@ -65,6 +77,21 @@ async function change(profileId: string, traits: Record<string, string>, deleted
     eventId: `${profileId}-e${v}`,
     deleted,
     profile: deleted ? undefined : { workspace: "shop", profileId, version: v, traits },
+  });
+  await jetstream(nc).publish(subjects.profiles("shop", 0), toBinary(ProfileChangedSchema, c), {
+    msgID: `shop:${profileId}:${v}`,
+  });
+}
+
+async function changeWithEvent(profileId: string, eventName: string) {
+  const v = BigInt(++version);
+  const c = create(ProfileChangedSchema, {
+    workspace: "shop",
+    profileId,
+    version: v,
+    eventId: `${profileId}-e${v}`,
+    eventName,
+    profile: { workspace: "shop", profileId, version: v, traits: {} },
   });
   await jetstream(nc).publish(subjects.profiles("shop", 0), toBinary(ProfileChangedSchema, c), {
     msgID: `shop:${profileId}:${v}`,
@@ -119,6 +146,19 @@ describe("date journeys", () => {
     clock.now = Date.parse("2027-11-25T00:00:30Z");
     await waitFor(() => birthdayIntents("tokyo").length === 2);
     expect(new Set(birthdayIntents("tokyo").map((i) => i.actionId)).size).toBe(2);
+  });
+
+  it("a fired birthday is cancelled by the journey's exit event", async () => {
+    clock.now = Date.parse("2027-12-01T12:00:00Z");
+    await change("leaver", { birthday: "2000-12-02" });
+    const kv = await timersKv();
+    await waitFor(async () => (await kv.get("shop.birthday.leaver")) !== null);
+    clock.now = Date.parse("2027-12-02T09:00:30Z");
+    await waitFor(() => birthdayIntents("leaver").length === 1);
+    await changeWithEvent("leaver", "Unsubscribed");
+    await waitFor(() =>
+      cancellations.some((c) => c.profileId === "leaver" && c.cancelKeys.includes("journey:birthday:leaver")),
+    );
   });
 
   it("moves the timer when the birthday changes, and removes it when the customer is deleted", async () => {

@@ -160,6 +160,23 @@ export async function startSegmentation(
         const journey = workspaces.get(t.workspace)?.config.journeys.find((j) => j.name === t.journey);
         if (journey === undefined || !("date" in journey.trigger)) return undefined; // removed since
         const a = journey.action;
+        // With exit rules, the customer is in the journey until the action's deadline (recorded
+        // before the intent is published, so an exit right after it finds it).
+        if (journey.exit.length > 0) {
+          const until = entry.dueMs + (a.relevance ?? 30 * 86_400_000);
+          await lock.run(`${t.workspace}|${t.profileId}`, async () => {
+            for (let attempt = 0; ; attempt++) {
+              const { state, revision } = await store.get(t.workspace, t.profileId);
+              const inJourney = { ...(state.inJourney ?? {}), [journey.name]: until };
+              try {
+                await store.put(t.workspace, t.profileId, { ...state, inJourney }, revision);
+                return;
+              } catch (e) {
+                if (!(e instanceof WriteConflict) || attempt >= 9) throw e;
+              }
+            }
+          });
+        }
         const actionId = actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`);
         await runtime.publisher.publishMessage(
           subjects.intents(t.workspace, a.channel),
