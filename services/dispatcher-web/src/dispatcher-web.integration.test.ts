@@ -216,7 +216,8 @@ describe("dispatcher-web", () => {
       anonymousId: "anon-late",
     });
     await waitFor(() => c.actions.length === 1, { timeoutMs: 10_000 });
-    expect(outcomeOf("act_late_page")?.status).toBe(OutcomeStatus.DELIVERED);
+    // The push reaches the page before the outcome is recorded.
+    await waitFor(() => outcomeOf("act_late_page")?.status === OutcomeStatus.DELIVERED);
     c.close();
   });
 
