@@ -17,13 +17,10 @@ import {
   type Outcome,
 } from "@kairos/contracts";
 import { loadConfig } from "@kairos/kit";
-import { NatsServer, sleep, waitFor } from "@kairos/testkit";
-import * as ingestion from "@kairos/ingestion";
-import * as identity from "@kairos/identity";
-import * as segmentation from "@kairos/segmentation";
-import * as suppression from "@kairos/suppression";
+import { collect, NatsServer, sleep, waitFor } from "@kairos/testkit";
 import * as dispatcher from "@kairos/dispatcher-webhook";
 import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.js";
+import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("fixtures/abandoned-cart.yaml", import.meta.url));
 const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
@@ -31,51 +28,28 @@ let nats: NatsServer;
 let nc: NatsConnection;
 let endpoint: ChannelEndpoint;
 let httpUrl: string;
-const stops: (() => Promise<unknown>)[] = [];
-const outcomes: Outcome[] = [];
-const cancellations: Cancellation[] = [];
+let mesh: CoreMesh | undefined;
+let outcomes: Outcome[] = [];
+let cancellations: Cancellation[] = [];
 
 beforeAll(async () => {
   nats = await NatsServer.start();
   endpoint = await startChannelEndpoint();
-  const base = {
-    NATS_URL: nats.url,
-    GRPC_PORT: "0",
-    OPS_PORT: "0",
-    KAIROS_CONFIG: config,
-    LOG_LEVEL: "silent",
-  };
-  const id = await identity.startIdentity(loadConfig(identity.configSpec, base));
-  stops.push(() => id.stop());
-  const seg = await segmentation.startSegmentation(loadConfig(segmentation.configSpec, base));
-  stops.push(() => seg.stop());
-  const sup = await suppression.startSuppression(
-    loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),
+  mesh = await startCoreMesh(nats.url, config);
+  await mesh.add(
+    dispatcher.startDispatcherWebhook(
+      loadConfig(dispatcher.configSpec, { ...mesh.base, WEBHOOK_URL: endpoint.url }),
+    ),
   );
-  stops.push(() => sup.stop());
-  const disp = await dispatcher.startDispatcherWebhook(
-    loadConfig(dispatcher.configSpec, { ...base, WEBHOOK_URL: endpoint.url }),
-  );
-  stops.push(() => disp.stop());
-  const ing = await ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }));
-  stops.push(() => ing.stop());
-  httpUrl = ing.httpUrl;
+  httpUrl = mesh.httpUrl;
   nc = await connect({ servers: nats.url });
-  nc.subscribe("kairos.outcomes.>", {
-    callback: (_, m) => {
-      outcomes.push(fromBinary(OutcomeSchema, m.data));
-    },
-  });
-  nc.subscribe("kairos.cancels.>", {
-    callback: (_, m) => {
-      cancellations.push(fromBinary(CancellationSchema, m.data));
-    },
-  });
+  outcomes = collect(nc, "kairos.outcomes.>", (b) => fromBinary(OutcomeSchema, b));
+  cancellations = collect(nc, "kairos.cancels.>", (b) => fromBinary(CancellationSchema, b));
 }, 60_000);
 
 afterAll(async () => {
   await nc?.close();
-  for (const stop of stops.reverse()) await stop();
+  await mesh?.stop();
   await endpoint?.[Symbol.asyncDispose]();
   await nats?.[Symbol.asyncDispose]();
 });

@@ -13,9 +13,14 @@ import { promisify } from "node:util";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { jetstream } from "@nats-io/jetstream";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { MembershipChange, ProfileChangedSchema, SegmentMembershipChangedSchema } from "@kairos/contracts";
+import {
+  MembershipChange,
+  ProfileChangedSchema,
+  SegmentMembershipChangedSchema,
+  type SegmentMembershipChanged,
+} from "@kairos/contracts";
 import { loadConfig, subjects } from "@kairos/kit";
-import { NatsServer, repoRoot, waitFor } from "@kairos/testkit";
+import { collect, NatsServer, repoRoot, waitFor } from "@kairos/testkit";
 import * as segmentation from "@kairos/segmentation";
 import * as suppression from "@kairos/suppression";
 import { Decision, SuppressionService } from "@kairos/contracts";
@@ -29,7 +34,11 @@ let nc: NatsConnection;
 let stop: () => Promise<unknown>;
 let stopSuppression: () => Promise<unknown>;
 let suppressionAddr: string;
-const entered: string[] = [];
+let memberships: SegmentMembershipChanged[] = [];
+const entered = (segment: string, profileId: string) =>
+  memberships.some(
+    (c) => c.change === MembershipChange.ENTERED && c.segment === segment && c.profileId === profileId,
+  );
 
 beforeAll(async () => {
   nats = await NatsServer.start();
@@ -57,12 +66,7 @@ beforeAll(async () => {
   stopSuppression = () => sup.stop();
   suppressionAddr = sup.grpcAddress;
   nc = await connect({ servers: nats.url });
-  nc.subscribe("kairos.segments.>", {
-    callback: (_, m) => {
-      const c = fromBinary(SegmentMembershipChangedSchema, m.data);
-      if (c.change === MembershipChange.ENTERED) entered.push(`${c.segment}:${c.profileId}`);
-    },
-  });
+  memberships = collect(nc, "kairos.segments.>", (b) => fromBinary(SegmentMembershipChangedSchema, b));
 });
 
 afterAll(async () => {
@@ -115,7 +119,7 @@ describe("kairos apply -f", () => {
     expect(ok.out).toMatch(/^applied .*good\.yaml \(revision \d+\): 1 workspaces, 2 segments/);
 
     await profile("p-vip-1", "vip");
-    await waitFor(() => entered.includes("vip:p-vip-1"), { timeoutMs: 15_000 });
+    await waitFor(() => entered("vip", "p-vip-1"), { timeoutMs: 15_000 });
 
     const bad = join(dir, "bad.yaml");
     writeFileSync(bad, withVip.replace('profile.traits.plan == "vip"', 'profile.traits.plan == "vip" &&'));
@@ -126,7 +130,7 @@ describe("kairos apply -f", () => {
 
     // The applied configuration stays in force.
     await profile("p-vip-2", "vip");
-    await waitFor(() => entered.includes("vip:p-vip-2"), { timeoutMs: 15_000 });
+    await waitFor(() => entered("vip", "p-vip-2"), { timeoutMs: 15_000 });
   });
 });
 

@@ -28,7 +28,7 @@ import {
   type Outcome,
 } from "@kairos/contracts";
 import { loadConfig, subjects } from "@kairos/kit";
-import { NatsServer, waitFor } from "@kairos/testkit";
+import { collect, NatsServer, waitFor } from "@kairos/testkit";
 import type { DispatcherHandle } from "@kairos/dispatcher-sdk";
 import * as suppression from "@kairos/suppression";
 import * as web from "@kairos/dispatcher-web";
@@ -77,8 +77,8 @@ let js: JetStreamClient;
 let jsm: JetStreamManager;
 let endpoints: Awaited<ReturnType<typeof startEndpoints>>;
 const stops: (() => Promise<unknown>)[] = [];
-const outcomes: Outcome[] = [];
-const intents: Intent[] = [];
+let outcomes: Outcome[] = [];
+let intents: Intent[] = [];
 let emailHandle: DispatcherHandle;
 let webHandle: DispatcherHandle;
 
@@ -190,7 +190,9 @@ function dispatchTo(
     .then(() => actionId);
 }
 
-const outcomeOf = (id: string) => outcomes.find((o) => o.actionId === id);
+// Suppression's DISPATCHED records are not what a channel did.
+const outcomeOf = (id: string) =>
+  outcomes.find((o) => o.actionId === id && o.status !== OutcomeStatus.DISPATCHED);
 
 beforeAll(async () => {
   nats = await NatsServer.start();
@@ -235,17 +237,8 @@ beforeAll(async () => {
   nc = await connect({ servers: nats.url });
   js = jetstream(nc);
   jsm = await jetstreamManager(nc);
-  nc.subscribe("kairos.outcomes.>", {
-    callback: (_, m) => {
-      const o = fromBinary(OutcomeSchema, m.data);
-      if (o.status !== OutcomeStatus.DISPATCHED) outcomes.push(o);
-    },
-  });
-  nc.subscribe("kairos.intents.>", {
-    callback: (_, m) => {
-      intents.push(fromBinary(IntentSchema, m.data));
-    },
-  });
+  outcomes = collect(nc, "kairos.outcomes.>", (b) => fromBinary(OutcomeSchema, b));
+  intents = collect(nc, "kairos.intents.>", (b) => fromBinary(IntentSchema, b));
 }, 60_000);
 
 afterAll(async () => {

@@ -23,12 +23,9 @@ import {
 } from "@kairos/contracts";
 import { createGrpcClient, loadConfig } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
-import * as ingestion from "@kairos/ingestion";
-import * as identity from "@kairos/identity";
-import * as segmentation from "@kairos/segmentation";
-import * as suppression from "@kairos/suppression";
 import * as dispatcher from "@kairos/dispatcher-webhook";
 import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.js";
+import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const demoConfig = fileURLToPath(new URL("../config/demo.yaml", import.meta.url));
 const WS = "demo";
@@ -39,7 +36,7 @@ let nats: NatsServer;
 let endpoint: ChannelEndpoint;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
-const stops: (() => Promise<unknown>)[] = [];
+let mesh: CoreMesh | undefined;
 let httpUrl: string;
 let ingestAddr: string;
 let identityAddr: string;
@@ -48,44 +45,26 @@ let segmentationAddr: string;
 beforeAll(async () => {
   nats = await NatsServer.start();
   endpoint = await startChannelEndpoint();
-  const base = {
-    NATS_URL: nats.url,
-    GRPC_PORT: "0",
-    OPS_PORT: "0",
-    KAIROS_CONFIG: demoConfig,
-    LOG_LEVEL: "silent",
-  };
-  const id = await identity.startIdentity(loadConfig(identity.configSpec, base), { spanProcessors });
-  stops.push(() => id.stop());
-  identityAddr = id.grpcAddress;
-  const seg = await segmentation.startSegmentation(loadConfig(segmentation.configSpec, base), {
-    spanProcessors,
-  });
-  stops.push(() => seg.stop());
-  segmentationAddr = seg.grpcAddress;
-  const sup = await suppression.startSuppression(
-    loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: identityAddr }),
-    { spanProcessors },
+  mesh = await startCoreMesh(nats.url, demoConfig, { spanProcessors });
+  await mesh.add(
+    dispatcher.startDispatcherWebhook(
+      loadConfig(dispatcher.configSpec, { ...mesh.base, WEBHOOK_URL: endpoint.url }),
+      {
+        spanProcessors,
+      },
+    ),
   );
-  stops.push(() => sup.stop());
-  const disp = await dispatcher.startDispatcherWebhook(
-    loadConfig(dispatcher.configSpec, { ...base, WEBHOOK_URL: endpoint.url }),
-    { spanProcessors },
-  );
-  stops.push(() => disp.stop());
-  const ing = await ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }), {
-    spanProcessors,
-  });
-  stops.push(() => ing.stop());
-  httpUrl = ing.httpUrl;
-  ingestAddr = ing.grpcAddress;
+  httpUrl = mesh.httpUrl;
+  ingestAddr = mesh.grpc.ingestion;
+  identityAddr = mesh.grpc.identity;
+  segmentationAddr = mesh.grpc.segmentation;
   nc = await connect({ servers: nats.url });
   jsm = await jetstreamManager(nc);
 }, 60_000);
 
 afterAll(async () => {
   await nc?.close();
-  for (const stop of stops.reverse()) await stop();
+  await mesh?.stop();
   await endpoint?.[Symbol.asyncDispose]();
   await nats?.[Symbol.asyncDispose]();
 });

@@ -11,18 +11,15 @@ import { fileURLToPath } from "node:url";
 import { chromium, type Browser } from "playwright-core";
 import { loadConfig } from "@kairos/kit";
 import { NatsServer } from "@kairos/testkit";
-import * as ingestion from "@kairos/ingestion";
-import * as identity from "@kairos/identity";
-import * as segmentation from "@kairos/segmentation";
-import * as suppression from "@kairos/suppression";
 import * as web from "@kairos/dispatcher-web";
+import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("./fixtures/web-browser.yaml", import.meta.url));
 const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 
 let nats: NatsServer;
 let browser: Browser;
-const stops: (() => Promise<unknown>)[] = [];
+let mesh: CoreMesh | undefined;
 let pageUrl: string;
 
 beforeAll(async () => {
@@ -32,27 +29,12 @@ beforeAll(async () => {
     );
   }
   nats = await NatsServer.start();
-  const base = {
-    NATS_URL: nats.url,
-    GRPC_PORT: "0",
-    OPS_PORT: "0",
-    KAIROS_CONFIG: config,
-    LOG_LEVEL: "silent",
-  };
-  const id = await identity.startIdentity(loadConfig(identity.configSpec, base));
-  stops.push(() => id.stop());
-  const seg = await segmentation.startSegmentation(loadConfig(segmentation.configSpec, base));
-  stops.push(() => seg.stop());
-  const sup = await suppression.startSuppression(
-    loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),
+  mesh = await startCoreMesh(nats.url, config);
+  const disp = await mesh.add(
+    web.startDispatcherWeb(
+      loadConfig(web.configSpec, { ...mesh.base, HTTP_PORT: "0", INGEST_URL: mesh.httpUrl }),
+    ),
   );
-  stops.push(() => sup.stop());
-  const ing = await ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }));
-  stops.push(() => ing.stop());
-  const disp = await web.startDispatcherWeb(
-    loadConfig(web.configSpec, { ...base, HTTP_PORT: "0", INGEST_URL: ing.httpUrl }),
-  );
-  stops.push(() => disp.stop());
   pageUrl = `${disp.addresses.http}/?writeKey=shop-browser-key`;
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -71,7 +53,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  for (const stop of stops.reverse()) await stop();
+  await mesh?.stop();
   await nats?.[Symbol.asyncDispose]();
 });
 

@@ -16,7 +16,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { DispatchSchema, OutcomeSchema, OutcomeStatus, type Outcome } from "@kairos/contracts";
 import { configSpecOf, type DispatcherHandle } from "@kairos/dispatcher-sdk";
 import { loadConfig, subjects } from "@kairos/kit";
-import { NatsServer, sleep, waitFor } from "@kairos/testkit";
+import { collect, NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { chatChannel, startChat } from "./chat.js";
 
 let nats: NatsServer;
@@ -25,7 +25,7 @@ let server: Server;
 let chat: DispatcherHandle;
 let down = false;
 const posts: { at: number; text: string }[] = [];
-const outcomes: Outcome[] = [];
+let outcomes: Outcome[] = [];
 
 beforeAll(async () => {
   nats = await NatsServer.start();
@@ -63,11 +63,7 @@ channels:
     }),
   );
   nc = await connect({ servers: nats.url });
-  nc.subscribe("kairos.outcomes.>", {
-    callback: (_, m) => {
-      outcomes.push(fromBinary(OutcomeSchema, m.data));
-    },
-  });
+  outcomes = collect(nc, "kairos.outcomes.>", (b) => fromBinary(OutcomeSchema, b));
 });
 
 afterAll(async () => {

@@ -37,14 +37,15 @@ export interface Action {
   readonly intendedAtMs: number | undefined;
   /** 1 on the first attempt. */
   readonly attempt: number;
-  /** The message itself. */
+  /** The message itself, and its bytes when it came off the stream (to pass on without re-encoding). */
   readonly dispatch: Dispatch;
+  readonly bytes: Uint8Array | undefined;
 }
 
 const ms = (t: Timestamp | undefined) => (t === undefined ? undefined : timestampMs(t));
 
 /** The action view of a dispatch; undefined when it has no intent or action id. */
-export function actionOf(d: Dispatch, attempt: number): Action | undefined {
+export function actionOf(d: Dispatch, attempt: number, bytes?: Uint8Array): Action | undefined {
   const i = d.intent;
   if (i === undefined || i.actionId === "") return undefined;
   return {
@@ -67,6 +68,7 @@ export function actionOf(d: Dispatch, attempt: number): Action | undefined {
     intendedAtMs: ms(i.intendedAt),
     attempt,
     dispatch: d,
+    bytes,
   };
 }
 

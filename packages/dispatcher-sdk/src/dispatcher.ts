@@ -452,7 +452,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
       };
 
       const handle = async (d: Dispatch, ctx: MessageContext) => {
-        const a = actionOf(d, ctx.deliveryCount);
+        const a = actionOf(d, ctx.deliveryCount, ctx.raw);
         if (a === undefined) throw new PermanentError("dispatch without an intent or action id");
         const [seen, cancelled] = await Promise.all([
           ledger.get(a.actionId),

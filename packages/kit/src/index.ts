@@ -18,3 +18,4 @@ export * from "./service.js";
 export * from "./cancellations.js";
 export * from "./local-time.js";
 export * from "./timers.js";
+export * from "./min-heap.js";

@@ -53,6 +53,15 @@ function parts(ms: number, tz: string): WallTime & { second: number } {
   return out;
 }
 
+/** A customer's time zone: their `timezone` trait when it is a zone this runtime knows, else `fallback`. */
+export function customerTimeZone(
+  traits: { readonly [k: string]: unknown } | undefined,
+  fallback: string,
+): string {
+  const tz = traits?.timezone;
+  return typeof tz === "string" && tz !== "" && isTimeZone(tz) ? tz : fallback;
+}
+
 /** The wall-clock time at instant `ms` in `tz`. */
 export function wallTime(ms: number, tz: string): WallTime {
   const { year, month, day, hour, minute } = parts(ms, tz);

@@ -13,6 +13,7 @@
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Kvm, type KV, type KvEntry, type KvWatchEntry } from "@nats-io/kv";
 import type { Logger } from "./logger.js";
+import { MinHeap } from "./min-heap.js";
 
 export interface TimerEntry<P> {
   dueMs: number;
@@ -44,8 +45,9 @@ const enc = new TextEncoder();
 const dec = new TextDecoder();
 
 export class DurableTimers<P> {
-  private readonly revisions = new Map<string, number>();
-  private heap: Node[] = [];
+  /** The current node of every stored timer (heap nodes of older revisions are stale). */
+  private readonly live = new Map<string, Node>();
+  private readonly heap = new MinHeap<Node>((n) => n.dueMs);
   private readonly firing = new Set<string>();
   private readonly retryAt = new Map<string, number>();
   private timer: NodeJS.Timeout | undefined;
@@ -69,7 +71,7 @@ export class DurableTimers<P> {
   }
 
   get size(): number {
-    return this.revisions.size;
+    return this.live.size;
   }
 
   /** True once every timer stored at start is in the heap. */
@@ -88,7 +90,7 @@ export class DurableTimers<P> {
 
   /** Removes the timer `key` (nothing if there is none). */
   async cancel(key: string): Promise<void> {
-    if (this.revisions.has(key)) await this.kv.delete(key);
+    if (this.live.has(key)) await this.kv.delete(key);
   }
 
   async get(key: string): Promise<TimerEntry<P> | undefined> {
@@ -113,11 +115,11 @@ export class DurableTimers<P> {
 
   private apply(e: KvEntry | KvWatchEntry): void {
     if (e.operation !== "PUT" || e.value.length === 0) {
-      this.revisions.delete(e.key);
+      this.live.delete(e.key);
       return;
     }
-    const held = this.revisions.get(e.key);
-    if (held !== undefined && held >= e.revision) return;
+    const held = this.live.get(e.key);
+    if (held !== undefined && held.revision >= e.revision) return;
     let entry: TimerEntry<P>;
     try {
       entry = JSON.parse(dec.decode(e.value)) as TimerEntry<P>;
@@ -125,8 +127,9 @@ export class DurableTimers<P> {
       this.opts.logger.warn({ key: e.key }, "unreadable timer ignored");
       return;
     }
-    this.revisions.set(e.key, e.revision);
-    this.push({ dueMs: entry.dueMs, key: e.key, revision: e.revision });
+    const node: Node = { dueMs: entry.dueMs, key: e.key, revision: e.revision };
+    this.live.set(e.key, node);
+    this.heap.push(node);
   }
 
   private schedule(): void {
@@ -148,19 +151,24 @@ export class DurableTimers<P> {
     const due: Node[] = [];
     const later: Node[] = [];
     const max = this.opts.concurrency ?? 256;
-    while (this.heap.length > 0 && due.length < max) {
-      const top = this.heap[0]!;
-      if (top.dueMs > now) break;
-      this.pop();
+    for (let top = this.heap.peek(); top !== undefined && top.dueMs <= now && due.length < max;) {
+      this.heap.pop();
+      const node = top;
+      top = this.heap.peek();
       // Stale node: the timer was removed or replaced since.
-      if (this.revisions.get(top.key) !== top.revision) continue;
-      if (this.firing.has(top.key) || (this.retryAt.get(top.key) ?? 0) > now) {
-        later.push(top);
+      if (this.live.get(node.key) !== node) continue;
+      if (this.firing.has(node.key) || (this.retryAt.get(node.key) ?? 0) > now) {
+        later.push(node);
         continue;
       }
-      due.push(top);
+      due.push(node);
     }
-    for (const n of later) this.push(n);
+    for (const n of later) this.heap.push(n);
+    // Rescheduled timers leave stale nodes behind: rebuild when they outnumber the live ones.
+    if (this.heap.size > 2 * this.live.size + 1024) {
+      this.heap.clear();
+      for (const n of this.live.values()) this.heap.push(n);
+    }
     await Promise.all(due.map((n) => this.fireOne(n, now)));
   }
 
@@ -182,16 +190,16 @@ export class DurableTimers<P> {
         // Another replica settled it, or it was rescheduled while firing: the newer entry
         // stands (the watch brings it). If nothing moved, the write itself failed: fire again
         // later (firings are idempotent).
-        if (this.revisions.get(n.key) === n.revision) {
+        if (this.live.get(n.key) === n) {
           this.retryAt.set(n.key, now + 1000);
-          this.push(n);
+          this.heap.push(n);
         }
       }
       this.retryAt.delete(n.key);
     } catch (err) {
       this.opts.logger.warn({ err, key: n.key }, "timer firing failed; retrying in 1 s");
       this.retryAt.set(n.key, now + 1000);
-      this.push(n);
+      this.heap.push(n);
     } finally {
       this.firing.delete(n.key);
     }
@@ -201,44 +209,5 @@ export class DurableTimers<P> {
     this.stopped = true;
     clearTimeout(this.timer);
     this.stopWatch?.();
-  }
-
-  private push(n: Node): void {
-    const h = this.heap;
-    h.push(n);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (h[p]!.dueMs <= n.dueMs) break;
-      h[i] = h[p]!;
-      i = p;
-    }
-    h[i] = n;
-  }
-
-  private pop(): void {
-    const h = this.heap;
-    const last = h.pop();
-    if (last === undefined || h.length === 0) return;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      const cur = m === i ? last : h[m]!;
-      let best = cur;
-      if (l < h.length && h[l]!.dueMs < best.dueMs) {
-        m = l;
-        best = h[l]!;
-      }
-      if (r < h.length && h[r]!.dueMs < best.dueMs) {
-        m = r;
-        best = h[r]!;
-      }
-      if (m === i) break;
-      h[i] = best;
-      i = m;
-    }
-    h[i] = last;
   }
 }

@@ -116,6 +116,11 @@ export interface ConsumerSpec {
 // unseen; handlers that run longer keep theirs with `working()` (see consumer.ts).
 const defaults = { maxDeliver: 8, ackWaitMs: 5_000, maxAckPending: 4096 } as const;
 
+/** A durable consumer with the kit's redelivery policy (for a service's own, beyond those below). */
+export function durableConsumer(stream: StreamName, durable: string, filterSubject?: string): ConsumerSpec {
+  return { stream, durable, ...(filterSubject === undefined ? {} : { filterSubject }), ...defaults };
+}
+
 /** The mesh's durable consumers. */
 export const consumers = {
   identity: { stream: "EVENTS", durable: "identity", ...defaults },
@@ -124,12 +129,8 @@ export const consumers = {
   suppressionOutcomes: { stream: "OUTCOMES", durable: "suppression-outcomes", ...defaults },
   suppressionCancels: { stream: "CANCELS", durable: "suppression-cancels", ...defaults },
   /** One consumer per channel on the DISPATCH work queue. */
-  dispatcher: (channel: string): ConsumerSpec => ({
-    stream: "DISPATCH",
-    durable: `dispatcher-${channel}`,
-    filterSubject: `kairos.dispatch.*.${channel}`,
-    ...defaults,
-  }),
+  dispatcher: (channel: string): ConsumerSpec =>
+    durableConsumer("DISPATCH", `dispatcher-${channel}`, `kairos.dispatch.*.${channel}`),
 } satisfies Record<string, ConsumerSpec | ((c: string) => ConsumerSpec)>;
 
 function consumerConfig(spec: ConsumerSpec): Partial<ConsumerConfig> {

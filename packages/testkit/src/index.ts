@@ -4,3 +4,4 @@ export * from "./child-process.js";
 export * from "./nats-server.js";
 export * from "./wait.js";
 export * from "./mesh.js";
+export * from "./collect.js";

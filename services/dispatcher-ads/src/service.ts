@@ -35,7 +35,7 @@ import {
   type DispatcherHandle,
   type DispatcherHost,
 } from "@kairos/dispatcher-sdk";
-import { Cancellations, keyToken, subjects, type ConsumerSpec, type StartOptions } from "@kairos/kit";
+import { Cancellations, durableConsumer, keyToken, subjects, type StartOptions } from "@kairos/kit";
 import { duration } from "@kairos/mesh-config";
 import {
   applyToRecord,
@@ -75,14 +75,6 @@ export type AdsSettings = z.output<typeof settingsSchema>;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
 const memberKey = (workspace: string, profileId: string) => `${keyToken(workspace)}.${keyToken(profileId)}`;
-
-const consumerSpec = (stream: "SEGMENTS" | "PROFILES", durable: string): ConsumerSpec => ({
-  stream,
-  durable,
-  maxDeliver: 8,
-  ackWaitMs: 5_000,
-  maxAckPending: 4096,
-});
 
 export function adsChannel(): ChannelDefinition<AdsSettings> {
   let members: KV | undefined;
@@ -237,7 +229,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
       const bySegment = new Map<string, AdsSettings["audiences"]>();
       for (const a of settings.audiences) bySegment.set(a.segment, [...(bySegment.get(a.segment) ?? []), a]);
 
-      await runtime.consume(consumerSpec("SEGMENTS", `dispatcher-${channel.name}-segments`), {
+      await runtime.consume(durableConsumer("SEGMENTS", `dispatcher-${channel.name}-segments`), {
         stage: "audience",
         decode: (b) => fromBinary(SegmentMembershipChangedSchema, b),
         handle: async (m) => {
@@ -291,7 +283,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
         },
       });
 
-      await runtime.consume(consumerSpec("PROFILES", `dispatcher-${channel.name}-deletions`), {
+      await runtime.consume(durableConsumer("PROFILES", `dispatcher-${channel.name}-deletions`), {
         stage: "audience",
         decode: (b) => fromBinary(ProfileChangedSchema, b),
         handle: async (c) => {

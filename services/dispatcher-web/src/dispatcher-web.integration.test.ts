@@ -18,7 +18,7 @@ import {
 } from "@kairos/contracts";
 import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import type { DispatcherHandle } from "@kairos/dispatcher-sdk";
-import { NatsServer, waitFor } from "@kairos/testkit";
+import { collect, NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startDispatcherWeb } from "./service.js";
 
 const config = fileURLToPath(new URL("./fixtures/web.yaml", import.meta.url));
@@ -27,7 +27,7 @@ let server: NatsServer;
 let nc: NatsConnection;
 let js: JetStreamClient;
 const replicas: DispatcherHandle[] = [];
-const outcomes: Outcome[] = [];
+let outcomes: Outcome[] = [];
 
 /** A real SSE client: collects the `data:` of every `action` event. */
 class SseClient {
@@ -120,11 +120,7 @@ beforeAll(async () => {
   }
   nc = await connect({ servers: server.url });
   js = jetstream(nc);
-  nc.subscribe("kairos.outcomes.>", {
-    callback: (_, m) => {
-      outcomes.push(fromBinary(OutcomeSchema, m.data));
-    },
-  });
+  outcomes = collect(nc, "kairos.outcomes.>", (b) => fromBinary(OutcomeSchema, b));
 });
 
 afterAll(async () => {

@@ -83,7 +83,7 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
       try {
         const reply = await nc.request(
           liveSubject(a.channel, a.workspace),
-          toBinary(DispatchSchema, a.dispatch),
+          a.bytes ?? toBinary(DispatchSchema, a.dispatch),
           {
             timeout: settings.replyTimeout,
           },

@@ -2,7 +2,7 @@
  * Server-Sent Events, pure parts: who a stream request subscribes as, and how
  * an action is framed on the wire.
  */
-import type { Action, Destination } from "@kairos/dispatcher-sdk";
+import { iso, type Action, type Destination } from "@kairos/dispatcher-sdk";
 
 export type StreamRequest =
   { ok: true; workspace: string; identifiers: Destination[] } | { ok: false; status: number; error: string };
@@ -40,8 +40,8 @@ export function liveBody(a: Action) {
     journey: a.journey,
     channel: a.channel,
     payload: a.payload,
-    due_at: a.dueAtMs === undefined ? null : new Date(a.dueAtMs).toISOString(),
-    not_after: a.notAfterMs === undefined ? null : new Date(a.notAfterMs).toISOString(),
+    due_at: iso(a.dueAtMs),
+    not_after: iso(a.notAfterMs),
   };
 }
 

@@ -19,7 +19,7 @@ import {
   type Intent,
 } from "@kairos/contracts";
 import { loadConfig, subjects } from "@kairos/kit";
-import { NatsServer, waitFor } from "@kairos/testkit";
+import { collect, NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startSegmentation, type SegmentationHandle } from "./service.js";
 
 const config = fileURLToPath(new URL("./fixtures/dates.yaml", import.meta.url));
@@ -28,8 +28,8 @@ let server: NatsServer;
 let nc: NatsConnection;
 let jsm: JetStreamManager;
 let svc: SegmentationHandle;
-const intents: Intent[] = [];
-const cancellations: Cancellation[] = [];
+let intents: Intent[] = [];
+let cancellations: Cancellation[] = [];
 
 const start = () =>
   startSegmentation(
@@ -49,16 +49,8 @@ beforeAll(async () => {
   svc = await start();
   nc = await connect({ servers: server.url });
   jsm = await jetstreamManager(nc);
-  nc.subscribe("kairos.cancels.>", {
-    callback: (_, m) => {
-      cancellations.push(fromBinary(CancellationSchema, m.data));
-    },
-  });
-  nc.subscribe("kairos.intents.>", {
-    callback: (_, m) => {
-      intents.push(fromBinary(IntentSchema, m.data));
-    },
-  });
+  cancellations = collect(nc, "kairos.cancels.>", (b) => fromBinary(CancellationSchema, b));
+  intents = collect(nc, "kairos.intents.>", (b) => fromBinary(IntentSchema, b));
 });
 
 afterAll(async () => {
@@ -68,30 +60,21 @@ afterAll(async () => {
 });
 
 let version = 0;
-async function change(profileId: string, traits: Record<string, string>, deleted = false) {
+async function change(
+  profileId: string,
+  traits: Record<string, string>,
+  over: { deleted?: boolean; eventName?: string } = {},
+) {
   const v = BigInt(++version);
+  const deleted = over.deleted ?? false;
   const c = create(ProfileChangedSchema, {
     workspace: "shop",
     profileId,
     version: v,
     eventId: `${profileId}-e${v}`,
+    eventName: over.eventName ?? "",
     deleted,
     profile: deleted ? undefined : { workspace: "shop", profileId, version: v, traits },
-  });
-  await jetstream(nc).publish(subjects.profiles("shop", 0), toBinary(ProfileChangedSchema, c), {
-    msgID: `shop:${profileId}:${v}`,
-  });
-}
-
-async function changeWithEvent(profileId: string, eventName: string) {
-  const v = BigInt(++version);
-  const c = create(ProfileChangedSchema, {
-    workspace: "shop",
-    profileId,
-    version: v,
-    eventId: `${profileId}-e${v}`,
-    eventName,
-    profile: { workspace: "shop", profileId, version: v, traits: {} },
   });
   await jetstream(nc).publish(subjects.profiles("shop", 0), toBinary(ProfileChangedSchema, c), {
     msgID: `shop:${profileId}:${v}`,
@@ -155,7 +138,7 @@ describe("date journeys", () => {
     await waitFor(async () => (await kv.get("shop.birthday.leaver")) !== null);
     clock.now = Date.parse("2027-12-02T09:00:30Z");
     await waitFor(() => birthdayIntents("leaver").length === 1);
-    await changeWithEvent("leaver", "Unsubscribed");
+    await change("leaver", {}, { eventName: "Unsubscribed" });
     await waitFor(() =>
       cancellations.some((c) => c.profileId === "leaver" && c.cancelKeys.includes("journey:birthday:leaver")),
     );
@@ -174,7 +157,7 @@ describe("date journeys", () => {
     await waitFor(async () => (await dueOf()) === Date.parse("2027-12-10T09:00:00Z"));
     await change("mover", { birthday: "2000-12-20" });
     await waitFor(async () => (await dueOf()) === Date.parse("2027-12-20T09:00:00Z"));
-    await change("mover", {}, true);
+    await change("mover", {}, { deleted: true });
     await waitFor(async () => (await dueOf()) === undefined);
     clock.now = Date.parse("2027-12-21T00:00:00Z");
     await new Promise((r) => setTimeout(r, 300));

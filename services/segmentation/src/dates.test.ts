@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { customerTimeZone, monthDayOf, nextLocalTime, nextOccurrence, ruleOf } from "./dates.js";
+import { customerTimeZone } from "@kairos/kit";
+import { monthDayOf, nextLocalTime, nextOccurrence, ruleOf } from "./dates.js";
 
 const utc = (iso: string) => Date.parse(iso);
 

@@ -5,7 +5,7 @@
  * 29 February falls on 28 February in other years.
  */
 import type { JsonObject } from "@bufbuild/protobuf";
-import { instantOf, isTimeZone, wallTime } from "@kairos/kit";
+import { instantOf, wallTime } from "@kairos/kit";
 import type { DateTrigger } from "@kairos/mesh-config";
 
 /** One occurrence: its instant and its local calendar date (`YYYY-MM-DD`, used in the action id). */
@@ -28,12 +28,6 @@ export interface DateRule {
 
 const pad = (n: number) => String(n).padStart(2, "0");
 const isLeap = (y: number) => (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0;
-
-/** The customer's time zone: their `timezone` trait when valid, else the workspace's. */
-export function customerTimeZone(traits: JsonObject, workspaceTz: string): string {
-  const tz = traits.timezone;
-  return typeof tz === "string" && isTimeZone(tz) ? tz : workspaceTz;
-}
 
 /** Month and day of a date trait (`YYYY-MM-DD`, an ISO date-time, `MM-DD` or `--MM-DD`), or undefined. */
 export function monthDayOf(value: unknown): { month: number; day: number } | undefined {

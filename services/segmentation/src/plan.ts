@@ -6,8 +6,9 @@ import { createHash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { ProfileChanged } from "@kairos/contracts";
 import type { JourneyConfig, WorkspaceConfig } from "@kairos/mesh-config";
+import { customerTimeZone } from "@kairos/kit";
 import { bindingsOf, compileCondition, type Condition } from "./conditions.js";
-import { customerTimeZone, nextOccurrence, ruleOf, type DateRule, type Occurrence } from "./dates.js";
+import { nextOccurrence, ruleOf, type DateRule, type Occurrence } from "./dates.js";
 
 /** A workspace's segments and journeys, with their conditions compiled. */
 export interface CompiledWorkspace {

@@ -18,6 +18,7 @@ import {
 import { loadMeshConfig, watchMeshConfig, type JourneyConfig, type MeshConfig } from "@kairos/mesh-config";
 import {
   consumers,
+  customerTimeZone,
   DurableTimers,
   env,
   GrpcError,
@@ -40,7 +41,7 @@ import {
   type CompiledWorkspace,
   type Plan,
 } from "./plan.js";
-import { customerTimeZone, nextLocalTime, nextOccurrence, type DateRule } from "./dates.js";
+import { nextLocalTime, nextOccurrence, type DateRule } from "./dates.js";
 
 /** When a journey's action is due: after its `wait`, then at its `waitUntil` local time of day. */
 function dueOf(journey: JourneyConfig, change: ProfileChanged, workspaceTz: string, now: number): number {

@@ -22,7 +22,7 @@ import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import type { Intent, Profile } from "@kairos/contracts";
 import type { ChannelConfig, SuppressionPolicy } from "@kairos/mesh-config";
-import { isTimeZone, localDay, windowEnd, type DailyWindow } from "@kairos/kit";
+import { customerTimeZone, localDay, windowEnd, type DailyWindow } from "@kairos/kit";
 
 export { isTimeZone, localDay } from "@kairos/kit";
 
@@ -130,8 +130,7 @@ export function optOuts(traits: JsonObject | undefined): string[] {
 
 /** The customer's time zone: the `timezone` trait when valid, else the workspace's. */
 export function timeZoneOf(profile: ProfileFacts | undefined, workspaceTz: string): string {
-  const tz = profile?.traits?.timezone;
-  return typeof tz === "string" && tz !== "" && isTimeZone(tz) ? tz : workspaceTz;
+  return customerTimeZone(profile?.traits, workspaceTz);
 }
 
 /** The local day (`YYYY-MM-DD`) that caps count an action decided at `nowMs` against. */

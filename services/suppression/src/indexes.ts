@@ -4,6 +4,7 @@
  * (a min-heap with lazy deletion, so millions pending cost O(log n) each), and
  * the suppression lists by identifier.
  */
+import { MinHeap } from "@kairos/kit";
 import type { DeferredEntry, ListEntry } from "./stores.js";
 
 /** What the index keeps of a deferred action (the intent itself stays in KV). */
@@ -17,10 +18,16 @@ export interface DeferredRef {
   cancelKeys: string[];
 }
 
+interface HeapNode {
+  untilMs: number;
+  key: string;
+  ref: DeferredRef;
+}
+
 export class DeferredIndex {
   private readonly byKey = new Map<string, DeferredRef>();
   private readonly byProfile = new Map<string, Set<string>>();
-  private heap: { untilMs: number; key: string; ref: DeferredRef }[] = [];
+  private readonly heap = new MinHeap<HeapNode>((n) => n.untilMs);
 
   get size(): number {
     return this.byKey.size;
@@ -44,7 +51,7 @@ export class DeferredIndex {
     let set = this.byProfile.get(pk);
     if (set === undefined) this.byProfile.set(pk, (set = new Set()));
     set.add(key);
-    this.push({ untilMs: ref.untilMs, key, ref });
+    this.heap.push({ untilMs: ref.untilMs, key, ref });
   }
 
   private remove(key: string): void {
@@ -60,18 +67,18 @@ export class DeferredIndex {
   /** The entries due at `nowMs` (at most `max`), earliest first; they stay until removed. */
   due(nowMs: number, max = 1000): DeferredRef[] {
     const out: DeferredRef[] = [];
-    const keep: typeof this.heap = [];
-    while (this.heap.length > 0 && out.length < max) {
-      const top = this.heap[0];
-      if (top === undefined || top.untilMs > nowMs) break;
-      this.pop();
+    const keep: HeapNode[] = [];
+    for (let top = this.heap.peek(); top !== undefined && top.untilMs <= nowMs && out.length < max;) {
+      this.heap.pop();
       // A stale heap node: the entry was removed or replaced since.
-      if (this.byKey.get(top.key) !== top.ref) continue;
-      out.push(top.ref);
-      keep.push(top);
+      if (this.byKey.get(top.key) === top.ref) {
+        out.push(top.ref);
+        keep.push(top);
+      }
+      top = this.heap.peek();
     }
     // Due entries stay in the heap until their key is deleted, so a failed release is retried.
-    for (const n of keep) this.push(n);
+    for (const n of keep) this.heap.push(n);
     return out;
   }
 
@@ -85,49 +92,11 @@ export class DeferredIndex {
       .filter((r): r is DeferredRef => r !== undefined && r.cancelKeys.some((k) => wanted.has(k)));
   }
 
-  private push(n: { untilMs: number; key: string; ref: DeferredRef }): void {
-    const h = this.heap;
-    h.push(n);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      const parent = h[p];
-      if (parent === undefined || parent.untilMs <= n.untilMs) break;
-      h[i] = parent;
-      i = p;
-    }
-    h[i] = n;
-  }
-
-  private pop(): void {
-    const h = this.heap;
-    const last = h.pop();
-    if (last === undefined || h.length === 0) return;
-    let i = 0;
-    for (;;) {
-      const l = 2 * i + 1;
-      const r = l + 1;
-      let m = i;
-      let mv = last.untilMs;
-      const ln = h[l];
-      const rn = h[r];
-      if (ln !== undefined && ln.untilMs < mv) {
-        m = l;
-        mv = ln.untilMs;
-      }
-      if (rn !== undefined && rn.untilMs < mv) m = r;
-      if (m === i) break;
-      h[i] = h[m] as (typeof h)[number];
-      i = m;
-    }
-    h[i] = last;
-  }
-
   /** Drops heap nodes of removed entries when they outnumber the live ones. */
   compact(): void {
-    if (this.heap.length > 2 * this.byKey.size + 1024) {
-      this.heap = [];
-      for (const ref of this.byKey.values()) this.push({ untilMs: ref.untilMs, key: ref.key, ref });
+    if (this.heap.size > 2 * this.byKey.size + 1024) {
+      this.heap.clear();
+      for (const ref of this.byKey.values()) this.heap.push({ untilMs: ref.untilMs, key: ref.key, ref });
     }
   }
 }

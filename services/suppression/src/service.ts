@@ -38,6 +38,7 @@ import {
 import {
   Cancellations,
   consumers,
+  durableConsumer,
   env,
   GrpcError,
   implement,
@@ -46,7 +47,6 @@ import {
   PROFILE_DELETED_KEY,
   runtimeConfig,
   startService,
-  type ConsumerSpec,
   type ServiceHandle,
   type ServiceRuntime,
   type StartOptions as KitStartOptions,
@@ -101,11 +101,7 @@ export interface StartOptions extends KitStartOptions {
 const CAS_ATTEMPTS = 10;
 
 /** The PROFILES consumer that applies `cancelOn` rules. */
-const profilesConsumer: ConsumerSpec = {
-  ...consumers.suppression,
-  stream: "PROFILES",
-  durable: "suppression-profiles",
-};
+const profilesConsumer = durableConsumer("PROFILES", "suppression-profiles");
 
 /** What a decision is about: an intent, or a `Check` request. */
 interface Question extends IntentFacts {

@@ -1,0 +1,75 @@
+/**
+ * The core of the mesh in the test's own process on a test nats-server —
+ * identity, segmentation, suppression and ingestion — for end-to-end tests
+ * that add the channel they are about.
+ */
+import type { SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { loadConfig } from "@kairos/kit";
+import * as ingestion from "@kairos/ingestion";
+import * as identity from "@kairos/identity";
+import * as segmentation from "@kairos/segmentation";
+import * as suppression from "@kairos/suppression";
+
+export interface CoreMesh {
+  /** The environment every service of the test starts from (NATS, config, ports 0, silent logs). */
+  readonly base: Record<string, string>;
+  /** The Segment HTTP API of ingestion. */
+  readonly httpUrl: string;
+  readonly grpc: { ingestion: string; identity: string; segmentation: string; suppression: string };
+  /** Starts one more service and stops it with the rest. */
+  add<H extends { stop(): Promise<unknown> }>(start: Promise<H>): Promise<H>;
+  /** Stops everything, last started first. */
+  stop(): Promise<void>;
+}
+
+export async function startCoreMesh(
+  natsUrl: string,
+  config: string,
+  opts: { spanProcessors?: SpanProcessor[] } = {},
+): Promise<CoreMesh> {
+  const base = {
+    NATS_URL: natsUrl,
+    GRPC_PORT: "0",
+    OPS_PORT: "0",
+    KAIROS_CONFIG: config,
+    LOG_LEVEL: "silent",
+  };
+  const so = { spanProcessors: opts.spanProcessors ?? [] };
+  const stops: (() => Promise<unknown>)[] = [];
+  const add = async <H extends { stop(): Promise<unknown> }>(start: Promise<H>): Promise<H> => {
+    const h = await start;
+    stops.push(() => h.stop());
+    return h;
+  };
+  const stop = async () => {
+    for (const s of stops.reverse()) await s();
+  };
+  try {
+    const id = await add(identity.startIdentity(loadConfig(identity.configSpec, base), so));
+    const seg = await add(segmentation.startSegmentation(loadConfig(segmentation.configSpec, base), so));
+    const sup = await add(
+      suppression.startSuppression(
+        loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),
+        so,
+      ),
+    );
+    const ing = await add(
+      ingestion.startIngestion(loadConfig(ingestion.configSpec, { ...base, HTTP_PORT: "0" }), so),
+    );
+    return {
+      base,
+      httpUrl: ing.httpUrl,
+      grpc: {
+        ingestion: ing.grpcAddress,
+        identity: id.grpcAddress,
+        segmentation: seg.grpcAddress,
+        suppression: sup.grpcAddress,
+      },
+      add,
+      stop,
+    };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
