@@ -172,6 +172,12 @@ async function main() {
       children.map(async ({ info, child }) => [info.name, await child.stop("SIGTERM", 10_000)] as const),
     );
     for (const [name, r] of results) log(`  ${name.padEnd(20)} exited ${r.signal ?? r.code}`);
+    // A service that did not stop cleanly says why in its last lines.
+    for (const [i, [name, r]] of results.entries()) {
+      if (r.code === 0 && r.signal === null) continue;
+      log(`\n${name}: last output before it exited ${r.signal ?? r.code}:`);
+      log(children[i]?.child.lines.slice(-15).join("\n") ?? "");
+    }
     endpoint?.server.close();
     await nats.stop();
     log("  nats-server          stopped");
