@@ -446,7 +446,13 @@ describe("ad audiences", () => {
       subjects.profiles(WS, 0),
       toBinary(
         ProfileChangedSchema,
-        create(ProfileChangedSchema, { workspace: WS, profileId: "aud-2", version: 5n, deleted: true }),
+        create(ProfileChangedSchema, {
+          workspace: WS,
+          profileId: "aud-2",
+          version: 5n,
+          deleted: true,
+          eventReceivedAt: timestampFromMs(Date.now()),
+        }),
       ),
     );
     await waitFor(() =>

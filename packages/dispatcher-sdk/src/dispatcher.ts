@@ -124,7 +124,11 @@ export interface ChannelDefinition<S, E extends ConfigSpec = Record<never, never
   deliver?: (action: Action, ctx: DeliveryContext<S>) => Promise<DeliveryResult>;
   /** Delivers a batch (with `batch:` in the channel config): one result per action, in order. */
   deliverBatch?: (actions: Action[], ctx: DeliveryContext<S>) => Promise<DeliveryResult[]>;
-  /** After a delivery was recorded (e.g. to remember what was added where); `detail` is the result's. */
+  /**
+   * After a delivery succeeded and before it is recorded (ledger, DELIVERED outcome), e.g. to
+   * remember what was added where; `detail` is the result's. Must be idempotent: a crash or a
+   * throw here redelivers the action, which is sent again under the same idempotency key.
+   */
   afterDelivered?: (
     action: Action,
     detail: string | undefined,
@@ -537,6 +541,9 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           attempts: a.attempt,
           ...(result.detail === undefined ? {} : { detail: result.detail }),
         };
+        // Before the ledger and the outcome: once either says DELIVERED, what the channel keeps
+        // about the delivery is in place (a crash before the ledger redelivers and runs it again).
+        if (def.afterDelivered !== undefined) await def.afterDelivered(a, result.detail, host);
         // Both before the ack; in parallel, as neither needs the other (a crash between them
         // redelivers: the ledger or the endpoint's idempotency key stops a second send).
         await Promise.all([
@@ -550,7 +557,6 @@ export async function startDispatcher<S, E extends ConfigSpec>(
           lateness.observe(ch, late / 1000);
           withinSlo.inc({ ...ch, within_slo: String(late <= channel.freshnessSlo) });
         }
-        if (def.afterDelivered !== undefined) await def.afterDelivered(a, result.detail, host);
         if (host.publishDeliveredToLive) live.publish(a);
       };
 

@@ -116,10 +116,16 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
     profileId: string,
     audiences: string[],
     cause: string,
+    /** When what caused the removal happened: the removal is intended after it (so a deletion does not withdraw it). */
+    causedAtMs = 0,
   ) => {
     const { runtime, channel } = host;
+    const now = Math.max(host.clock(), causedAtMs + 1);
+    const cancelKeys = audiences.map((a) => audienceCancelKey(a, profileId));
+    // Marked before the record is read; an add being delivered writes the record before it
+    // reads the marks (afterDelivered): whichever comes second sees the other.
+    await cancellations!.mark(workspace, profileId, cancelKeys, { atMs: now, reason: `audience_${cause}` });
     const { record } = await readRecord(workspace, profileId);
-    const now = host.clock();
     await runtime.publisher.publishMessage(
       subjects.cancels(workspace),
       CancellationSchema,
@@ -127,7 +133,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
         cancellationId: audienceActionId([workspace, channel.name, profileId, ...audiences, cause, "cancel"]),
         workspace,
         profileId,
-        cancelKeys: audiences.map((a) => audienceCancelKey(a, profileId)),
+        cancelKeys,
         reason: `audience_${cause}`,
         cancelledAt: timestampFromMs(now),
       }),
@@ -290,7 +296,14 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
           if (!c.deleted) return;
           const { record } = await readRecord(c.workspace, c.profileId);
           const audiences = [...new Set([...Object.keys(record), ...settings.audiences.map((a) => a.name)])];
-          await removeFrom(host, c.workspace, c.profileId, audiences, `deleted:${c.version}`);
+          await removeFrom(
+            host,
+            c.workspace,
+            c.profileId,
+            audiences,
+            `deleted:${c.version}`,
+            c.eventReceivedAt === undefined ? 0 : timestampMs(c.eventReceivedAt),
+          );
         },
       });
     },

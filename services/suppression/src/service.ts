@@ -220,9 +220,11 @@ export async function startSuppression(
     const profiles = cfg.PROFILE_VIEW_SIZE > 0 ? viewedProfileLookup(view, identityLookup) : identityLookup;
     // A deleted customer (GDPR): every action already handed to a channel is withdrawn there
     // (the key is checked before each delivery); deferred ones find no profile when released.
+    // Marked at the deletion's time: what was intended after it (a removal from an ad audience
+    // that the deletion itself causes, or a re-created customer's actions) goes ahead.
     const onDeleted = (change: ProfileChanged) =>
       cancellations.mark(change.workspace, change.profileId, [PROFILE_DELETED_KEY], {
-        atMs: clock(),
+        atMs: change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt),
         reason: "profile_deleted",
       });
     if (cfg.PROFILE_VIEW_SIZE > 0)
