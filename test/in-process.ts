@@ -25,7 +25,7 @@ export interface CoreMesh {
 export async function startCoreMesh(
   natsUrl: string,
   config: string,
-  opts: { spanProcessors?: SpanProcessor[] } = {},
+  opts: { spanProcessors?: SpanProcessor[]; clock?: () => number } = {},
 ): Promise<CoreMesh> {
   const base = {
     NATS_URL: natsUrl,
@@ -34,7 +34,10 @@ export async function startCoreMesh(
     KAIROS_CONFIG: config,
     LOG_LEVEL: "silent",
   };
-  const so = { spanProcessors: opts.spanProcessors ?? [] };
+  const so = {
+    spanProcessors: opts.spanProcessors ?? [],
+    ...(opts.clock === undefined ? {} : { clock: opts.clock }),
+  };
   const stops: (() => Promise<unknown>)[] = [];
   const add = async <H extends { stop(): Promise<unknown> }>(start: Promise<H>): Promise<H> => {
     const h = await start;

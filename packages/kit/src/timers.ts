@@ -93,6 +93,11 @@ export class DurableTimers<P> {
     if (this.live.has(key)) await this.kv.delete(key);
   }
 
+  /** When the timer `key` is due as this replica last saw it (no store read; may lag a write). */
+  dueOf(key: string): number | undefined {
+    return this.live.get(key)?.dueMs;
+  }
+
   async get(key: string): Promise<TimerEntry<P> | undefined> {
     const e = await this.kv.get(key);
     return e === null || e.operation !== "PUT" || e.value.length === 0

@@ -127,7 +127,11 @@ export const computedTraitSchema = z
     event: z.string().min(1),
     /** The event property it reads; required for sum, min and max; first/last without it record the event time. */
     property: z.string().optional(),
-    /** Only events within this long before now count (whole UTC days); none: all time. */
+    /**
+     * Only events within this long before now count (in buckets of a thirtieth of the window, 1 s to
+     * a day, so a value slides up to one bucket late); none: all time. Identity re-publishes the
+     * profile when a value slides, so segments over it change with the passage of time.
+     */
     window: duration.optional(),
   })
   .refine((c) => !["sum", "min", "max"].includes(c.op) || c.property !== undefined, {

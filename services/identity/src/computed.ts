@@ -1,14 +1,25 @@
 /**
  * Computed traits: counts, sums, minima, maxima, first and last values over a
  * profile's events, optionally within a time window. Each rule keeps small
- * per-day aggregates, so a window slides without the events being kept, and
- * two profiles' aggregates merge exactly. Pure.
+ * per-bucket aggregates, so a window slides without the events being kept, and
+ * two profiles' aggregates merge exactly. A bucket is a thirtieth of the window
+ * (at least 1 s, at most a UTC day): an event stays counted until the end of its
+ * bucket plus the window, so a value is late to slide by at most that much.
+ * `nextWindowChange` says when a value next slides, for identity to re-publish
+ * the profile then (a segment such as "3 orders in 30 days" exits with time). Pure.
  */
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { Event } from "@kairos/contracts";
 import type { ComputedTraitConfig } from "@kairos/mesh-config";
 
 const DAY = 86_400_000;
+const SECOND = 1_000;
+
+/** The bucket width of a windowed rule (ms). */
+export function bucketOf(rule: ComputedTraitConfig): number {
+  if (rule.window === undefined) return DAY;
+  return Math.min(DAY, Math.max(SECOND, Math.floor(rule.window / 30 / SECOND) * SECOND));
+}
 
 /** One day's aggregate of one rule. */
 interface DayAggregate {
@@ -20,8 +31,10 @@ interface DayAggregate {
 
 /** What a rule remembers. */
 export interface RuleState {
-  /** UTC day number (or `all` without a window) → aggregate. */
+  /** Bucket number (time / bucket width; `all` without a window) → aggregate. */
   days: Record<string, DayAggregate>;
+  /** The bucket width the keys are in, when not a day (state written before buckets were a day). */
+  bucketMs?: number;
   first?: { at: number; value: JsonValue };
   last?: { at: number; value: JsonValue };
 }
@@ -39,7 +52,38 @@ function propertyOf(rule: ComputedTraitConfig, e: Event): JsonValue | undefined 
 }
 
 function dayKey(rule: ComputedTraitConfig, atMs: number): string {
-  return rule.window === undefined ? "all" : String(Math.floor(atMs / DAY));
+  return rule.window === undefined ? "all" : String(Math.floor(atMs / bucketOf(rule)));
+}
+
+/** Re-keys a rule's buckets when the window (so the bucket width) changed since they were written. */
+function rebucket(s: RuleState, rule: ComputedTraitConfig): void {
+  if (rule.window === undefined) return;
+  const width = bucketOf(rule);
+  const was = s.bucketMs ?? DAY;
+  if (was === width) return;
+  const old = s.days;
+  s.days = {};
+  for (const [k, d] of Object.entries(old)) {
+    if (k === "all") continue;
+    const key = String(Math.floor((Number(k) * was) / width));
+    const x = s.days[key];
+    s.days[key] = x === undefined ? { ...d } : addAggregates(x, d);
+  }
+  if (width === DAY) delete s.bucketMs;
+  else s.bucketMs = width;
+}
+
+function addAggregates(x: DayAggregate, d: DayAggregate): DayAggregate {
+  x.n += d.n;
+  x.sum += d.sum;
+  if (d.min !== undefined) x.min = x.min === undefined ? d.min : Math.min(x.min, d.min);
+  if (d.max !== undefined) x.max = x.max === undefined ? d.max : Math.max(x.max, d.max);
+  return x;
+}
+
+/** The oldest bucket number still inside a windowed rule's window at `nowMs`. */
+function oldestBucket(rule: ComputedTraitConfig & { window: number }, nowMs: number): number {
+  return Math.floor((nowMs - rule.window) / bucketOf(rule));
 }
 
 /** Folds one event (at its event time) into the state. */
@@ -57,8 +101,16 @@ export function applyComputed(
     const num =
       typeof raw === "number" ? raw : typeof raw === "string" && raw.trim() !== "" ? Number(raw) : NaN;
     if (needsNumber && !Number.isFinite(num)) continue;
-    const s = (state[rule.name] ??= { days: {} });
-    if (rule.window !== undefined && atMs < nowMs - rule.window - DAY) continue; // already outside
+    const s = (state[rule.name] ??=
+      rule.window === undefined || bucketOf(rule) === DAY
+        ? { days: {} }
+        : { days: {}, bucketMs: bucketOf(rule) });
+    rebucket(s, rule);
+    if (
+      rule.window !== undefined &&
+      Math.floor(atMs / bucketOf(rule)) < oldestBucket({ ...rule, window: rule.window }, nowMs)
+    )
+      continue; // already outside
     const key = dayKey(rule, atMs);
     const d = (s.days[key] ??= { n: 0, sum: 0 });
     d.n += 1;
@@ -74,26 +126,82 @@ export function applyComputed(
   }
 }
 
-function prune(s: RuleState, rule: ComputedTraitConfig, nowMs: number): void {
-  if (rule.window === undefined) return;
-  const oldest = Math.floor((nowMs - rule.window) / DAY);
-  for (const k of Object.keys(s.days)) if (Number(k) < oldest) delete s.days[k];
+/** Drops a rule's buckets that have left its window; true when any did. */
+function prune(s: RuleState, rule: ComputedTraitConfig, nowMs: number): boolean {
+  if (rule.window === undefined) return false;
+  const oldest = oldestBucket({ ...rule, window: rule.window }, nowMs);
+  let dropped = false;
+  for (const k of Object.keys(s.days)) {
+    if (Number(k) < oldest) {
+      delete s.days[k];
+      dropped = true;
+    }
+  }
+  return dropped;
+}
+
+/** Drops every bucket that has left its window (the windows slid); true when any did. */
+export function slideWindows(
+  state: ComputedState,
+  rules: readonly ComputedTraitConfig[],
+  nowMs: number,
+): boolean {
+  let dropped = false;
+  for (const rule of rules) {
+    const s = state[rule.name];
+    if (s === undefined || rule.window === undefined) continue;
+    rebucket(s, rule);
+    if (prune(s, rule, nowMs)) dropped = true;
+  }
+  return dropped;
+}
+
+/**
+ * When, after `nowMs`, a windowed value next changes because its oldest bucket leaves the
+ * window; undefined when nothing windowed is held.
+ */
+export function nextWindowChange(
+  state: ComputedState,
+  rules: readonly ComputedTraitConfig[],
+  nowMs: number,
+): number | undefined {
+  let next: number | undefined;
+  for (const rule of rules) {
+    const s = state[rule.name];
+    if (s === undefined || rule.window === undefined) continue;
+    const width = s.bucketMs ?? DAY;
+    const oldest = Math.floor((nowMs - rule.window) / width);
+    for (const k of Object.keys(s.days)) {
+      const b = Number(k);
+      if (!Number.isFinite(b) || b < oldest) continue;
+      // Bucket b is inside while floor((t - window) / width) <= b.
+      const leaves = (b + 1) * width + rule.window;
+      if (next === undefined || leaves < next) next = leaves;
+    }
+  }
+  return next;
 }
 
 /** Folds `from` into `into` (a merge): aggregates add up, first is the earliest, last the latest. */
 export function mergeComputed(into: ComputedState, from: ComputedState): void {
-  for (const [name, f] of Object.entries(from)) {
-    const t = (into[name] ??= { days: {} });
+  for (const [name, given] of Object.entries(from)) {
+    let f = given;
+    const t = (into[name] ??= f.bucketMs === undefined ? { days: {} } : { days: {}, bucketMs: f.bucketMs });
+    // Both in one bucket width (the surviving one's) before they add up.
+    if ((t.bucketMs ?? DAY) !== (f.bucketMs ?? DAY)) {
+      const width = t.bucketMs ?? DAY;
+      const fromWidth = f.bucketMs ?? DAY;
+      const days: Record<string, DayAggregate> = {};
+      for (const [k, d] of Object.entries(f.days)) {
+        const key = k === "all" ? k : String(Math.floor((Number(k) * fromWidth) / width));
+        days[key] = days[key] === undefined ? { ...d } : addAggregates(days[key], d);
+      }
+      f = { ...f, days };
+    }
     for (const [k, d] of Object.entries(f.days)) {
       const x = t.days[k];
-      if (x === undefined) {
-        t.days[k] = { ...d };
-        continue;
-      }
-      x.n += d.n;
-      x.sum += d.sum;
-      if (d.min !== undefined) x.min = x.min === undefined ? d.min : Math.min(x.min, d.min);
-      if (d.max !== undefined) x.max = x.max === undefined ? d.max : Math.max(x.max, d.max);
+      if (x === undefined) t.days[k] = { ...d };
+      else addAggregates(x, d);
     }
     if (f.first !== undefined && (t.first === undefined || f.first.at < t.first.at)) t.first = f.first;
     if (f.last !== undefined && (t.last === undefined || f.last.at > t.last.at)) t.last = f.last;
@@ -110,7 +218,9 @@ export function computedValues(
   for (const rule of rules) {
     const s = state[rule.name];
     const oldest =
-      rule.window === undefined ? Number.NEGATIVE_INFINITY : Math.floor((nowMs - rule.window) / DAY);
+      rule.window === undefined
+        ? Number.NEGATIVE_INFINITY
+        : Math.floor((nowMs - rule.window) / (s?.bucketMs ?? DAY));
     const days = Object.entries(s?.days ?? {})
       .filter(([k]) => k === "all" || Number(k) >= oldest)
       .map(([, d]) => d);

@@ -19,7 +19,9 @@ import {
 import {
   consumers,
   currentTraceparent,
+  DurableTimers,
   env,
+  keyToken,
   GrpcError,
   implement,
   KeyedLock,
@@ -36,10 +38,10 @@ import {
 } from "@kairos/kit";
 import { type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
-import { computedValues } from "./computed.js";
+import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { loadMeshConfig } from "@kairos/mesh-config";
 import { Resolver, Unresolvable } from "./resolver.js";
-import { CachingProfileStore, KvProfileStore, type ProfileStore } from "./store.js";
+import { CachingProfileStore, KvProfileStore, WriteConflict, type ProfileStore } from "./store.js";
 import { MongoProfileStore } from "./mongo-store.js";
 
 export const configSpec = {
@@ -56,7 +58,15 @@ export const configSpec = {
   MONGODB_DB: env.string("kairos"),
   /** Profiles and identifiers kept in the resolve path's cache. */
   CACHE_ENTRIES: env.int(200_000, { min: 0, max: 10_000_000 }),
+  /** How often profiles whose windowed computed traits slid are looked for. */
+  WINDOW_TICK: env.duration(250),
 };
+
+/** A profile whose windowed computed traits next slide at the timer's due time. */
+interface WindowTimer {
+  workspace: string;
+  profileId: string;
+}
 
 export type IdentityConfig = ConfigOf<typeof configSpec>;
 
@@ -199,6 +209,84 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       );
     };
 
+    // Windowed computed traits slide with time: when one next would, the profile is re-published
+    // (a new version, no event), so a segment such as "3 orders in 30 days" exits without waiting
+    // for the customer's next event. One durable timer per profile holding windowed aggregates.
+    const windowKey = (ws: string, profileId: string) => `${keyToken(ws)}.${keyToken(profileId)}`;
+    const slidesTotal = new Counter({
+      name: "kairos_identity_window_slides_total",
+      help: "Profiles re-published because a windowed computed trait slid with time.",
+      registers: [runtime.metrics.registry],
+    });
+    const publishSlide = async (p: ProfileRecord, slidAtMs: number) => {
+      const profile = toProfile(p, rulesFor(p.workspace), clock());
+      await runtime.publisher.publishMessage(
+        subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
+        ProfileChangedSchema,
+        create(ProfileChangedSchema, {
+          workspace: p.workspace,
+          profileId: p.profileId,
+          version: BigInt(p.version),
+          computedTraits: profile.computedTraits ?? {},
+          profile,
+          eventReceivedAt: timestampFromMs(slidAtMs),
+          traceparent: currentTraceparent(),
+        }),
+        { msgID: `${p.workspace}:${p.profileId}:${p.version}` },
+      );
+    };
+    const windowTimers = await DurableTimers.start<WindowTimer>(runtime.nc, {
+      bucket: "profile-window-timers",
+      replicas: cfg.NATS_REPLICAS,
+      tickMs: cfg.WINDOW_TICK,
+      clock,
+      logger: runtime.logger,
+      fire: async (_key, entry) => {
+        const { workspace: ws, profileId } = entry.payload;
+        const rules = rulesFor(ws).computed;
+        for (let attempt = 0; ; attempt++) {
+          const got = await cached.getProfile(ws, profileId);
+          if (got === undefined || got.value.mergedInto !== undefined || got.value.computed === undefined) {
+            return undefined; // deleted or merged away since: the survivor has its own timer
+          }
+          const p = structuredClone(got.value);
+          const now = clock();
+          if (slideWindows(p.computed!, rules, now)) {
+            p.version += 1;
+            p.updatedAtMs = now;
+            try {
+              await cached.putProfile(p, got.revision);
+            } catch (e) {
+              if (e instanceof WriteConflict && attempt < 9) continue; // an event got there first
+              throw e;
+            }
+            slidesTotal.inc();
+          }
+          // Published even when an event pruned the window first (the same version again, stored
+          // once): a crash between the write above and this publish loses nothing.
+          await publishSlide(p, entry.dueMs);
+          const next = nextWindowChange(p.computed!, rules, now);
+          return next === undefined ? undefined : { next: { dueMs: next, payload: entry.payload } };
+        }
+      },
+    });
+    runtime.lifecycle.add("intake", "window-timers", () => windowTimers.stop());
+    runtime.addReadinessCheck({ name: "window-timers", check: () => windowTimers.ready });
+    /** Sets, moves or removes a profile's window timer after a change; nothing when it stands. */
+    const scheduleWindow = async (p: ProfileRecord, merged: readonly string[]) => {
+      for (const loser of merged) await windowTimers.cancel(windowKey(p.workspace, loser));
+      const rules = rulesFor(p.workspace).computed;
+      const next = p.computed === undefined ? undefined : nextWindowChange(p.computed, rules, clock());
+      const key = windowKey(p.workspace, p.profileId);
+      if (next === windowTimers.dueOf(key)) return;
+      if (next === undefined) await windowTimers.cancel(key);
+      else
+        await windowTimers.set(key, {
+          dueMs: next,
+          payload: { workspace: p.workspace, profileId: p.profileId },
+        });
+    };
+
     await runtime.consume(consumers.identity, {
       stage: "resolve",
       concurrency: cfg.CONCURRENCY,
@@ -225,6 +313,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           // A redelivered event re-publishes its change with the same id: stored once,
           // and not lost when the process died between the write and the publish.
           await publishChange(e, r);
+          await scheduleWindow(r.profile, r.merged);
         });
       },
     });
@@ -273,12 +362,14 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
+            // Through the resolve path's cache, so this replica forgets the profile at once.
             for (const i of p.identifiers) {
               if (req.suppress)
-                await store.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
-              else await store.unlink(ws, i);
+                await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
+              else await cached.unlink(ws, i);
             }
-            await store.deleteProfile(ws, p.profileId);
+            await cached.deleteProfile(ws, p.profileId);
+            await windowTimers.cancel(windowKey(ws, p.profileId));
             const version = p.version + 1;
             await runtime.publisher.publishMessage(
               subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),

@@ -137,6 +137,9 @@ export function evaluate(
   const members = { ...state.members };
   const transitions: Transition[] = [];
   const errors: Evaluation["errors"] = [];
+  // A change without an event, not a deletion, is identity re-publishing a profile whose
+  // windowed computed traits slid: the segment changed because time passed.
+  const because = change.eventId === "" && !change.deleted ? " (time passed: a computed window slid)" : "";
   for (const s of ws.segments) {
     let isMember = false;
     if (!change.deleted) {
@@ -147,13 +150,13 @@ export function evaluate(
     const was = members[s.name] !== undefined;
     if (isMember && !was) {
       members[s.name] = nowMs;
-      transitions.push({ segment: s.name, entered: true, reason: "condition became true" });
+      transitions.push({ segment: s.name, entered: true, reason: `condition became true${because}` });
     } else if (!isMember && was) {
       delete members[s.name];
       transitions.push({
         segment: s.name,
         entered: false,
-        reason: change.deleted ? "profile_deleted" : "condition became false",
+        reason: change.deleted ? "profile_deleted" : `condition became false${because}`,
       });
     }
   }
