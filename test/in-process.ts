@@ -32,7 +32,7 @@ export async function startCoreMesh(
     GRPC_PORT: "0",
     OPS_PORT: "0",
     KAIROS_CONFIG: config,
-    LOG_LEVEL: "silent",
+    LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? "silent",
   };
   const so = {
     spanProcessors: opts.spanProcessors ?? [],
@@ -49,7 +49,12 @@ export async function startCoreMesh(
   };
   try {
     const id = await add(identity.startIdentity(loadConfig(identity.configSpec, base), so));
-    const seg = await add(segmentation.startSegmentation(loadConfig(segmentation.configSpec, base), so));
+    const seg = await add(
+      segmentation.startSegmentation(
+        loadConfig(segmentation.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),
+        so,
+      ),
+    );
     const sup = await add(
       suppression.startSuppression(
         loadConfig(suppression.configSpec, { ...base, IDENTITY_GRPC_ADDR: id.grpcAddress }),

@@ -6,6 +6,7 @@ export * from "./metrics.js";
 export * from "./ops-server.js";
 export * from "./grpc-server.js";
 export * from "./grpc-client.js";
+export * from "./profile-lookup.js";
 export * from "./topology.js";
 export * from "./publisher.js";
 export * from "./consumer.js";

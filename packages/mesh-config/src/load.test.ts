@@ -54,4 +54,50 @@ describe("mesh config", () => {
       ),
     ).toThrow(/d\.yaml:4: channels\[0\]\.freshnessSlo: "soon" is not a duration/);
   });
+
+  it("refuses a journey with neither an action nor branches", () => {
+    const text = [
+      "workspaces:",
+      "  - id: w1",
+      "    journeys:",
+      "      - name: j2",
+      "        trigger: { event: Product Added }",
+      "channels: []",
+    ].join("\n");
+    expect(() => parseMeshConfig(text, "n.yaml")).toThrow(
+      /n\.yaml:4: workspaces\[0\]\.journeys\[0\]\.action: a journey needs an action, branches, or both/,
+    );
+  });
+
+  it("checks each branch arm: CEL, otherwise last, channels; date journeys take an action", () => {
+    const text = [
+      "workspaces:",
+      "  - id: w1",
+      "    journeys:",
+      "      - name: j1",
+      "        trigger: { event: Product Added }",
+      "        wait: 1h",
+      "        branches:",
+      "          - action: { channel: webhook }",
+      "          - when: 'profile.traits.plan =='",
+      "            action: { channel: pigeon }",
+      "      - name: j3",
+      "        trigger: { date: { trait: birthday, at: '09:00' } }",
+      "        branches: [{ action: { channel: webhook } }]",
+      "channels:",
+      "  - name: webhook",
+      "    mode: inspire",
+      "    freshnessSlo: 30s",
+    ].join("\n");
+    let msg = "";
+    try {
+      parseMeshConfig(text, "b.yaml");
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toMatch(/journeys\[0\]\.branches\[0\]\.when: only the last arm may go without `when`/);
+    expect(msg).toMatch(/b\.yaml:9: workspaces\[0\]\.journeys\[0\]\.branches\[1\]\.when: invalid CEL/);
+    expect(msg).toMatch(/journeys\[0\]\.branches\[1\]\.action\.channel: unknown channel "pigeon"/);
+    expect(msg).toMatch(/journeys\[1\]\.branches: date journeys take an action, not branches/);
+  });
 });

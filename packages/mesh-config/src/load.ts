@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import { isNode, LineCounter, parseDocument, type Document } from "yaml";
 import { parse as parseCel } from "@bufbuild/cel";
 import type { z } from "zod";
-import { meshConfigSchema, type MeshConfig } from "./schema.js";
+import { meshConfigSchema, type JourneyArm, type MeshConfig } from "./schema.js";
 
 /** One problem in a configuration file. */
 export interface ConfigProblem {
@@ -124,11 +124,30 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
           );
         }
       }
-      if (!channels.has(j.action.channel))
+      if (j.action !== undefined && !channels.has(j.action.channel))
         problem(
           ["workspaces", w, "journeys", i, "action", "channel"],
           `unknown channel "${j.action.channel}"`,
         );
+      const checkArms = (arms: JourneyArm[] | undefined, at: (string | number)[]) =>
+        arms?.forEach((arm, k) => {
+          const where = [...at, "branches", k];
+          if (arm.when !== undefined) {
+            try {
+              parseCel(arm.when);
+            } catch (e) {
+              problem([...where, "when"], `invalid CEL: ${e instanceof Error ? e.message : String(e)}`);
+            }
+          } else if (k < arms.length - 1) {
+            problem([...where, "when"], "only the last arm may go without `when` (it is the otherwise)");
+          }
+          if (arm.action !== undefined && !channels.has(arm.action.channel))
+            problem([...where, "action", "channel"], `unknown channel "${arm.action.channel}"`);
+          checkArms(arm.branches, where);
+        });
+      checkArms(j.branches, ["workspaces", w, "journeys", i]);
+      if ("date" in t && j.branches !== undefined)
+        problem(["workspaces", w, "journeys", i, "branches"], "date journeys take an action, not branches");
       if ("date" in t && "on" in t.date) {
         const [y, m, d] = t.date.on.split("-").map(Number) as [number, number, number];
         const date = new Date(Date.UTC(y, m - 1, d));

@@ -54,35 +54,79 @@ export const dateTriggerSchema = z.union([
     .strict(),
 ]);
 
-export const journeySchema = z.object({
-  name: token,
-  trigger: z.union([
-    z.object({ segmentEntered: token }).strict(),
-    z.object({ segmentExited: token }).strict(),
-    z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
-    z.object({ date: dateTriggerSchema }).strict(),
-  ]),
-  /** How long after the trigger the action is due (e.g. an abandoned-cart reminder after 1h). */
-  wait: duration.optional(),
-  /** Then (or at once) until this local time of day in the customer's own time zone, `HH:MM`. */
-  waitUntil: timeOfDay.optional(),
-  action: actionSchema,
-  /**
-   * What ends the journey for a customer: an event (with an optional CEL condition) or a
-   * segment entry or exit. Everything the journey has pending for them is cancelled.
-   */
-  exit: z
-    .array(
-      z.union([
-        z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
-        z.object({ segmentEntered: token }).strict(),
-        z.object({ segmentExited: token }).strict(),
-      ]),
-    )
-    .default([]),
-  /** once: at most one action per profile, ever; every: once per trigger. */
-  reentry: z.enum(["once", "every"]).default("once"),
-});
+/** An arm of a journey's branches (the output type; arms nest). */
+export interface JourneyArm {
+  /** CEL over the profile as it is when the branches are reached; none: otherwise. */
+  when?: string | undefined;
+  wait?: number | undefined;
+  waitUntil?: string | undefined;
+  action?: z.output<typeof actionSchema> | undefined;
+  branches?: JourneyArm[] | undefined;
+}
+
+/**
+ * One arm: taken when its `when` holds (the first that does, in order); then its own wait, its
+ * action (if any), and its own branches (if any) once that wait is over.
+ */
+export const journeyArmSchema: z.ZodType<JourneyArm, z.ZodTypeDef, unknown> = z.lazy(() =>
+  z
+    .object({
+      when: z.string().min(1).optional(),
+      wait: duration.optional(),
+      waitUntil: timeOfDay.optional(),
+      action: actionSchema.optional(),
+      branches: z.array(journeyArmSchema).min(1).optional(),
+    })
+    .strict()
+    .refine((a) => a.action !== undefined || a.branches !== undefined, {
+      message: "an arm needs an action, branches, or both",
+    }),
+);
+
+export const journeySchema = z
+  .object({
+    name: token,
+    trigger: z.union([
+      z.object({ segmentEntered: token }).strict(),
+      z.object({ segmentExited: token }).strict(),
+      z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
+      z.object({ date: dateTriggerSchema }).strict(),
+    ]),
+    /** How long after the trigger the action is due (e.g. an abandoned-cart reminder after 1h). */
+    wait: duration.optional(),
+    /** Then (or at once) until this local time of day in the customer's own time zone, `HH:MM`. */
+    waitUntil: timeOfDay.optional(),
+    /** What the journey does when the wait is over (a journey has an action, branches, or both). */
+    action: actionSchema.optional(),
+    /**
+     * Condition branches, evaluated when the wait is over on the profile as it is then (not as it
+     * was at the trigger): the first arm whose `when` holds is taken, an arm without `when` is the
+     * otherwise; none taken ends the journey.
+     */
+    branches: z.array(journeyArmSchema).min(1).optional(),
+    /**
+     * What ends the journey for a customer: an event (with an optional CEL condition) or a
+     * segment entry or exit. Everything the journey has pending for them is cancelled.
+     */
+    exit: z
+      .array(
+        z.union([
+          z.object({ event: z.string().min(1), condition: z.string().optional() }).strict(),
+          z.object({ segmentEntered: token }).strict(),
+          z.object({ segmentExited: token }).strict(),
+        ]),
+      )
+      .default([]),
+    /**
+     * once: at most once per profile, ever; every: once per trigger; `{ oncePer: 7d }`: at most once
+     * per profile within that long (a trigger sooner after the last start is ignored).
+     */
+    reentry: z.union([z.enum(["once", "every"]), z.object({ oncePer: duration }).strict()]).default("once"),
+  })
+  .refine((j) => j.action !== undefined || j.branches !== undefined, {
+    message: "a journey needs an action, branches, or both",
+    path: ["action"],
+  });
 
 /** One identifier type of a workspace's identity rules. */
 export const identifierRuleSchema = z.object({

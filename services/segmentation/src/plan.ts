@@ -9,6 +9,7 @@ import type { JourneyConfig, WorkspaceConfig } from "@kairos/mesh-config";
 import { customerTimeZone } from "@kairos/kit";
 import { bindingsOf, compileCondition, type Condition } from "./conditions.js";
 import { nextOccurrence, ruleOf, type DateRule, type Occurrence } from "./dates.js";
+import { compileArms, horizonOf } from "./steps.js";
 
 /** A workspace's segments and journeys, with their conditions compiled. */
 export interface CompiledWorkspace {
@@ -17,6 +18,8 @@ export interface CompiledWorkspace {
   eventJourneys: { journey: JourneyConfig; condition: Condition | undefined }[];
   /** Per journey, its exit rules with event conditions compiled. */
   exits: { journey: JourneyConfig; rules: CompiledExit[] }[];
+  /** Per journey with branches, its arms' `when` conditions by path. */
+  arms: Map<string, ReturnType<typeof compileArms>>;
 }
 
 type CompiledExit =
@@ -36,6 +39,7 @@ export function compileWorkspace(ws: WorkspaceConfig): CompiledWorkspace {
             ? compileCondition(j.trigger.condition)
             : undefined,
       })),
+    arms: new Map(ws.journeys.filter((j) => j.branches !== undefined).map((j) => [j.name, compileArms(j)])),
     exits: ws.journeys
       .filter((j) => j.exit.length > 0)
       .map((j) => ({
@@ -66,6 +70,10 @@ export interface MembershipState {
   firedOnce: string[];
   /** Journeys with an exit rule that have an action pending for this profile → until when (ms). */
   inJourney?: Record<string, number>;
+  /** `oncePer` journeys → when they last started for this profile (ms). */
+  lastStarted?: Record<string, number>;
+  /** Journeys with branches → when the profile last exited them (ms); their later steps stop. */
+  exitedAt?: Record<string, number>;
   /** Date journeys → the occurrence their timer is set for (ms). */
   dates?: Record<string, number>;
   /** What the evaluation of `version` produced, re-published if its delivery is repeated. */
@@ -81,6 +89,8 @@ export interface Transition {
 export interface Firing {
   journey: string;
   actionId: string;
+  /** For a journey with branches: which start of it this is (its branch timers' and actions' ids). */
+  instance?: string;
 }
 
 /** A journey the profile left: everything it has pending for them is cancelled. */
@@ -162,24 +172,37 @@ export function evaluate(
   }
   // Journeys: segment triggers fire on transitions, event triggers on the event.
   const firedOnce = [...state.firedOnce];
+  const lastStarted = { ...(state.lastStarted ?? {}) };
   const firings: Firing[] = [];
   const fire = (j: JourneyConfig, trigger: string) => {
+    const branches = j.branches === undefined ? {} : { instance: j.reentry === "once" ? "once" : trigger };
     if (j.reentry === "once") {
       if (firedOnce.includes(j.name)) return;
       firedOnce.push(j.name);
-      firings.push({ journey: j.name, actionId: actionIdFor(change.workspace, j.name, change.profileId) });
-    } else {
       firings.push({
         journey: j.name,
-        actionId: actionIdFor(change.workspace, j.name, change.profileId, trigger),
+        actionId: actionIdFor(change.workspace, j.name, change.profileId),
+        ...branches,
       });
+      return;
     }
+    if (j.reentry !== "every") {
+      const last = lastStarted[j.name];
+      if (last !== undefined && nowMs - last < j.reentry.oncePer) return;
+      lastStarted[j.name] = nowMs;
+    }
+    firings.push({
+      journey: j.name,
+      actionId: actionIdFor(change.workspace, j.name, change.profileId, trigger),
+      ...branches,
+    });
   };
   // Exits first: they end what was pending before this change; a trigger in the same change starts anew.
   const inJourney = Object.fromEntries(
     Object.entries(state.inJourney ?? {}).filter(([, until]) => until > nowMs),
   );
   const exits: Exit[] = [];
+  const exitedAt = { ...(state.exitedAt ?? {}) };
   for (const { journey, rules } of ws.exits) {
     if (inJourney[journey.name] === undefined) continue;
     for (const r of rules) {
@@ -197,6 +220,7 @@ export function evaluate(
       if (reason !== undefined) {
         exits.push({ journey: journey.name, reason });
         delete inJourney[journey.name];
+        if (journey.branches !== undefined) exitedAt[journey.name] = nowMs;
         break;
       }
     }
@@ -231,12 +255,8 @@ export function evaluate(
   for (const f of firings) {
     const j = ws.config.journeys.find((x) => x.name === f.journey);
     if (j === undefined || j.exit.length === 0) continue;
-    // (A waitUntil adds at most a day.)
-    inJourney[j.name] =
-      nowMs +
-      (j.wait ?? 0) +
-      (j.waitUntil === undefined ? 0 : 86_400_000) +
-      (j.action.relevance ?? 30 * 86_400_000);
+    // (A waitUntil adds at most a day; with branches, the longest path through them.)
+    inJourney[j.name] = nowMs + horizonOf(j);
   }
   // Date journeys: the timer follows the profile's date trait and time zone.
   const dates = { ...(state.dates ?? {}) };
@@ -267,6 +287,8 @@ export function evaluate(
   };
   const next: MembershipState = { version, members, firedOnce, last: plan };
   if (Object.keys(inJourney).length > 0) next.inJourney = inJourney;
+  if (Object.keys(lastStarted).length > 0) next.lastStarted = lastStarted;
+  if (Object.keys(exitedAt).length > 0) next.exitedAt = exitedAt;
   if (Object.keys(dates).length > 0) next.dates = dates;
   return { plan, next, errors };
 }

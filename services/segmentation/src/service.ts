@@ -4,7 +4,7 @@
  */
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary, type JsonObject } from "@bufbuild/protobuf";
-import { timestampFromMs } from "@bufbuild/protobuf/wkt";
+import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Counter, Histogram } from "prom-client";
 import {
   CancellationSchema,
@@ -15,12 +15,12 @@ import {
   SegmentService,
   type ProfileChanged,
 } from "@kairos/contracts";
-import { loadMeshConfig, watchMeshConfig, type JourneyConfig, type MeshConfig } from "@kairos/mesh-config";
+import { loadMeshConfig, watchMeshConfig, type ActionConfig, type MeshConfig } from "@kairos/mesh-config";
 import {
   consumers,
-  customerTimeZone,
   DurableTimers,
   env,
+  grpcProfileLookup,
   GrpcError,
   implement,
   KeyedLock,
@@ -41,15 +41,9 @@ import {
   type CompiledWorkspace,
   type Plan,
 } from "./plan.js";
-import { nextLocalTime, nextOccurrence, type DateRule } from "./dates.js";
-
-/** When a journey's action is due: after its `wait`, then at its `waitUntil` local time of day. */
-function dueOf(journey: JourneyConfig, change: ProfileChanged, workspaceTz: string, now: number): number {
-  const after = now + (journey.wait ?? 0);
-  if (journey.waitUntil === undefined) return after;
-  const tz = customerTimeZone(change.profile?.traits ?? {}, workspaceTz);
-  return nextLocalTime(after, journey.waitUntil, tz);
-}
+import { nextOccurrence, type DateRule } from "./dates.js";
+import { bindingsOf } from "./conditions.js";
+import { chooseArm, dueAfterWait, nodeAt } from "./steps.js";
 import { MembershipStore, WriteConflict } from "./store.js";
 
 export const configSpec = {
@@ -60,7 +54,25 @@ export const configSpec = {
   CONCURRENCY: env.int(64, { min: 1, max: 4096 }),
   /** How often due journey timers are looked for (their lateness is at most about this). */
   TIMER_TICK: env.duration(100),
+  /** Identity's `ProfileService`: journeys with branches decide on the profile as it is when they are reached. */
+  IDENTITY_GRPC_ADDR: env.string("127.0.0.1:50052"),
+  IDENTITY_TIMEOUT: env.duration(2000),
 };
+
+/** A journey with branches, waiting to decide which arm of the branches at `path` to take. */
+interface StepTimer {
+  workspace: string;
+  profileId: string;
+  journey: string;
+  /** Which start of the journey (trigger event id, `v<version>`, or `once`). */
+  instance: string;
+  path: number[];
+  startedAtMs: number;
+  /** The triggering event, for payload templates and `event.*` in conditions. */
+  eventId: string;
+  eventName: string;
+  eventProperties: JsonObject;
+}
 
 /** A date journey's timer: whom it is for, the occurrence, and how to find the next one. */
 interface DateTimer {
@@ -143,6 +155,46 @@ export async function startSegmentation(
     });
     const lock = new KeyedLock();
 
+    /** One intent of a journey's action; its id makes a repeat one message. */
+    const publishIntent = (i: {
+      workspace: string;
+      profileId: string;
+      journey: string;
+      action: ActionConfig;
+      actionId: string;
+      step: string;
+      payload: JsonObject;
+      dueMs: number;
+      profileVersion: bigint;
+      eventReceivedAt?: Timestamp | undefined;
+    }) => {
+      intentsTotal.inc({ workspace: i.workspace, journey: i.journey });
+      return runtime.publisher.publishMessage(
+        subjects.intents(i.workspace, i.action.channel),
+        IntentSchema,
+        create(IntentSchema, {
+          actionId: i.actionId,
+          workspace: i.workspace,
+          profileId: i.profileId,
+          channel: i.action.channel,
+          journey: i.journey,
+          step: i.step,
+          payload: i.payload,
+          notBefore: timestampFromMs(i.dueMs),
+          ...(i.action.relevance === undefined
+            ? {}
+            : { notAfter: timestampFromMs(i.dueMs + i.action.relevance) }),
+          priority: i.action.priority,
+          cancelKeys: [`journey:${i.journey}:${i.profileId}`],
+          purpose: i.action.purpose,
+          ...(i.eventReceivedAt === undefined ? {} : { eventReceivedAt: i.eventReceivedAt }),
+          intendedAt: timestampFromMs(clock()),
+          profileVersion: i.profileVersion,
+        }),
+        { msgID: i.actionId },
+      );
+    };
+
     // Date journeys (a birthday, a holiday) wait in durable timers until their local time.
     const timerLateness = new Histogram({
       name: "kairos_journey_timer_lateness_seconds",
@@ -159,8 +211,8 @@ export async function startSegmentation(
       fire: async (_key, entry) => {
         const t = entry.payload;
         const journey = workspaces.get(t.workspace)?.config.journeys.find((j) => j.name === t.journey);
-        if (journey === undefined || !("date" in journey.trigger)) return undefined; // removed since
-        const a = journey.action;
+        const a = journey?.action;
+        if (journey === undefined || a === undefined || !("date" in journey.trigger)) return undefined; // removed since
         // With exit rules, the customer is in the journey until the action's deadline (recorded
         // before the intent is published, so an exit right after it finds it).
         if (journey.exit.length > 0) {
@@ -178,29 +230,17 @@ export async function startSegmentation(
             }
           });
         }
-        const actionId = actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`);
-        await runtime.publisher.publishMessage(
-          subjects.intents(t.workspace, a.channel),
-          IntentSchema,
-          create(IntentSchema, {
-            actionId,
-            workspace: t.workspace,
-            profileId: t.profileId,
-            channel: a.channel,
-            journey: journey.name,
-            step: "action",
-            payload: t.payload,
-            notBefore: timestampFromMs(entry.dueMs),
-            ...(a.relevance === undefined ? {} : { notAfter: timestampFromMs(entry.dueMs + a.relevance) }),
-            priority: a.priority,
-            cancelKeys: [`journey:${journey.name}:${t.profileId}`],
-            purpose: a.purpose,
-            intendedAt: timestampFromMs(clock()),
-            profileVersion: BigInt(t.profileVersion),
-          }),
-          { msgID: actionId },
-        );
-        intentsTotal.inc({ workspace: t.workspace, journey: journey.name });
+        await publishIntent({
+          workspace: t.workspace,
+          profileId: t.profileId,
+          journey: journey.name,
+          action: a,
+          actionId: actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`),
+          step: "action",
+          payload: t.payload,
+          dueMs: entry.dueMs,
+          profileVersion: BigInt(t.profileVersion),
+        });
         const next = nextOccurrence(t.rule, entry.dueMs);
         return next === undefined
           ? undefined
@@ -210,6 +250,88 @@ export async function startSegmentation(
     timers.onFired = (ms) => timerLateness.observe(ms / 1000);
     runtime.lifecycle.add("intake", "journey-timers", () => timers.stop());
     runtime.addReadinessCheck({ name: "journey-timers", check: () => timers.ready });
+
+    // Journeys with branches: when a wait is over, a durable timer takes the arm that holds on
+    // the customer's profile as it is then (from identity), publishes its action and, when the
+    // arm branches again, waits for that. An exit since the start stops it.
+    const profiles = grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
+    runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
+    const branchesTaken = new Counter({
+      name: "kairos_journey_branches_total",
+      help: "Branches reached in journeys, by the arm taken (`none` when no arm held).",
+      labelNames: ["workspace", "journey", "arm"],
+      registers: [runtime.metrics.registry],
+    });
+    const stepTimers = await DurableTimers.start<StepTimer>(runtime.nc, {
+      bucket: "journey-steps",
+      replicas: cfg.NATS_REPLICAS,
+      tickMs: cfg.TIMER_TICK,
+      clock,
+      logger: runtime.logger,
+      fire: async (_key, entry) => {
+        const t = entry.payload;
+        const ws = workspaces.get(t.workspace);
+        const journey = ws?.config.journeys.find((j) => j.name === t.journey);
+        if (ws === undefined || journey === undefined || nodeAt(journey, t.path)?.branches === undefined)
+          return undefined; // removed from the config since
+        const { state } = await store.get(t.workspace, t.profileId);
+        if ((state.exitedAt?.[journey.name] ?? -1) >= t.startedAtMs) return undefined; // left it
+        const profile = await profiles.get(t.workspace, t.profileId);
+        if (profile === undefined) return undefined; // deleted
+        const change = create(ProfileChangedSchema, {
+          workspace: t.workspace,
+          profileId: profile.profileId,
+          version: profile.version,
+          profile,
+          computedTraits: profile.computedTraits ?? {},
+          eventId: t.eventId,
+          eventName: t.eventName,
+          eventProperties: t.eventProperties,
+        });
+        const choice = chooseArm(
+          journey,
+          ws.arms.get(journey.name) ?? new Map<string, undefined>(),
+          t.path,
+          bindingsOf(change),
+        );
+        for (const e of choice.errors)
+          conditionErrors.inc({ workspace: t.workspace, segment: `journey:${journey.name}:${e.path}` });
+        branchesTaken.inc({
+          workspace: t.workspace,
+          journey: journey.name,
+          arm: choice.index === undefined ? "none" : [...t.path, choice.index].join("."),
+        });
+        if (choice.index === undefined) return undefined;
+        const path = [...t.path, choice.index];
+        const arm = nodeAt(journey, path)!;
+        // From when the branch point was due, not when it fired: lateness does not add up.
+        const dueMs = dueAfterWait(arm, profile.traits ?? {}, ws.config.timezone, entry.dueMs);
+        if (arm.action !== undefined) {
+          await publishIntent({
+            workspace: t.workspace,
+            profileId: t.profileId,
+            journey: journey.name,
+            action: arm.action,
+            // One action per branch point, whichever arm: a firing repeated after a crash, on a
+            // profile that changed meanwhile, cannot send a second arm's action as well.
+            actionId: actionIdFor(
+              t.workspace,
+              journey.name,
+              t.profileId,
+              `${t.instance}@${t.path.join(".")}`,
+            ),
+            step: `branch ${path.join(".")}`,
+            payload: renderPayload(arm.action.payload, change),
+            dueMs,
+            profileVersion: profile.version,
+          });
+        }
+        if (arm.branches === undefined) return undefined;
+        return { next: { dueMs, payload: { ...t, path } } };
+      },
+    });
+    runtime.lifecycle.add("intake", "journey-steps", () => stepTimers.stop());
+    runtime.addReadinessCheck({ name: "journey-steps", check: () => stepTimers.ready });
     const timerKey = (ws: string, journey: string, profileId: string) =>
       [ws, journey, profileId].map(keyToken).join(".");
 
@@ -241,36 +363,45 @@ export async function startSegmentation(
       for (const f of plan.firings) {
         const journey = ws.config.journeys.find((j) => j.name === f.journey);
         if (journey === undefined) continue; // removed from the config since
-        const a = journey.action;
-        publishes.push(
-          runtime.publisher.publishMessage(
-            subjects.intents(change.workspace, a.channel),
-            IntentSchema,
-            create(IntentSchema, {
-              actionId: f.actionId,
+        const dueMs = dueAfterWait(journey, change.profile?.traits ?? {}, ws.config.timezone, now);
+        if (journey.action !== undefined) {
+          publishes.push(
+            publishIntent({
               workspace: change.workspace,
               profileId: change.profileId,
-              channel: a.channel,
               journey: journey.name,
+              action: journey.action,
+              actionId: f.actionId,
               step: "action",
-              payload: renderPayload(a.payload, change),
-              notBefore: timestampFromMs(dueOf(journey, change, ws.config.timezone, now)),
-              ...(a.relevance === undefined
-                ? {}
-                : {
-                    notAfter: timestampFromMs(dueOf(journey, change, ws.config.timezone, now) + a.relevance),
-                  }),
-              priority: a.priority,
-              cancelKeys: [`journey:${journey.name}:${change.profileId}`],
-              purpose: a.purpose,
-              eventReceivedAt: change.eventReceivedAt,
-              intendedAt: timestampFromMs(now),
+              payload: renderPayload(journey.action.payload, change),
+              dueMs,
               profileVersion: change.version,
+              eventReceivedAt: change.eventReceivedAt,
             }),
-            { msgID: f.actionId },
-          ),
-        );
-        intentsTotal.inc({ workspace: change.workspace, journey: journey.name });
+          );
+        }
+        if (journey.branches !== undefined && f.instance !== undefined) {
+          // Set once per start (a repeat finds it and leaves it, wherever it has got to).
+          const key = [change.workspace, journey.name, change.profileId, f.instance].map(keyToken).join(".");
+          if (stepTimers.dueOf(key) === undefined && (await stepTimers.get(key)) === undefined) {
+            publishes.push(
+              stepTimers.set(key, {
+                dueMs,
+                payload: {
+                  workspace: change.workspace,
+                  profileId: change.profileId,
+                  journey: journey.name,
+                  instance: f.instance,
+                  path: [],
+                  startedAtMs: now,
+                  eventId: change.eventId,
+                  eventName: change.eventName,
+                  eventProperties: change.eventProperties ?? {},
+                },
+              }),
+            );
+          }
+        }
       }
       // A journey the customer left: its pending actions are cancelled (suppression drops
       // deferred ones, dispatchers withdraw what was handed over).
@@ -310,7 +441,7 @@ export async function startSegmentation(
               journey: sch.journey,
               date: sch.occurrence.date,
               rule: sch.rule,
-              payload: renderPayload(journey.action.payload, change),
+              payload: renderPayload(journey.action?.payload ?? {}, change),
               profileVersion: String(change.version),
             },
           }),

@@ -29,4 +29,4 @@ export {
   type Verdict,
 } from "./decide.js";
 export { instantOf, wallTime, windowEnd, type DailyWindow, type WallTime } from "@kairos/kit";
-export { grpcProfileLookup, type ProfileLookup } from "./profiles.js";
+export { grpcProfileLookup, type ProfileLookup } from "@kairos/kit";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { create } from "@bufbuild/protobuf";
 import { ProfileChangedSchema, type Profile } from "@kairos/contracts";
 import { ProfileView, viewedProfileLookup } from "./profile-view.js";
-import type { ProfileLookup } from "./profiles.js";
+import type { ProfileLookup } from "@kairos/kit";
 
 const change = (id: string, version: bigint, extra: Record<string, unknown> = {}) =>
   create(ProfileChangedSchema, {

@@ -9,7 +9,7 @@
  * goes to identity, which answers with the survivor.
  */
 import type { Profile, ProfileChanged } from "@kairos/contracts";
-import type { ProfileLookup } from "./profiles.js";
+import type { ProfileLookup } from "@kairos/kit";
 
 type Entry =
   | { kind: "profile"; version: bigint; profile: Profile }

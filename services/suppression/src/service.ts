@@ -36,6 +36,8 @@ import {
   type SuppressionPolicy,
 } from "@kairos/mesh-config";
 import {
+  grpcProfileLookup,
+  type ProfileLookup,
   Cancellations,
   consumers,
   durableConsumer,
@@ -64,7 +66,6 @@ import {
   type Verdict,
 } from "./decide.js";
 import { DeferredIndex, ListIndex, type DeferredRef } from "./indexes.js";
-import { grpcProfileLookup, type ProfileLookup } from "./profiles.js";
 import { ProfileView, viewedProfileLookup } from "./profile-view.js";
 import { SuppressionStores, WriteConflict, type DeferredEntry } from "./stores.js";
 

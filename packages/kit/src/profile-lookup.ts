@@ -1,9 +1,9 @@
-/** Profile lookups for suppression, through identity's `ProfileService`. */
+/** Profile lookups through identity's `ProfileService` (suppression, segmentation's branches). */
 import * as grpc from "@grpc/grpc-js";
 import { ProfileService, type Profile } from "@kairos/contracts";
-import { createGrpcClient } from "@kairos/kit";
+import { createGrpcClient } from "./grpc-client.js";
 
-/** Where suppression finds the customer an intent is for. */
+/** Where a service finds a customer's current profile. */
 export interface ProfileLookup {
   /**
    * The profile (at `minVersion` or later when given), or undefined when identity has none

@@ -1,0 +1,140 @@
+/**
+ * Journeys with condition branches, decided when the wait is over on the profile
+ * as it is then (not as it was at the trigger), nested branches with their own
+ * waits, an exit that stops a journey between steps, and a once-per-window
+ * re-entry. Identity, segmentation (durable branch timers, profile lookups over
+ * gRPC) and ingestion are real, on one nats-server; time moves through the
+ * services' injectable clock.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fileURLToPath } from "node:url";
+import { randomUUID } from "node:crypto";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { fromBinary } from "@bufbuild/protobuf";
+import { Kvm } from "@nats-io/kv";
+import {
+  CancellationSchema,
+  IntentSchema,
+  ProfileService,
+  type Cancellation,
+  type Intent,
+} from "@kairos/contracts";
+import { createGrpcClient } from "@kairos/kit";
+import { collect, NatsServer, sleep, waitFor } from "@kairos/testkit";
+import { startCoreMesh, type CoreMesh } from "./in-process.js";
+
+const config = fileURLToPath(new URL("fixtures/journey-branches.yaml", import.meta.url));
+const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
+const MINUTE = 60_000;
+const DAY = 86_400_000;
+let nats: NatsServer;
+let nc: NatsConnection;
+let mesh: CoreMesh | undefined;
+let intents: Intent[] = [];
+let cancellations: Cancellation[] = [];
+/** How far the mesh's clock is ahead of the wall clock. */
+let offset = 0;
+
+beforeAll(async () => {
+  nats = await NatsServer.start();
+  mesh = await startCoreMesh(nats.url, config, { clock: () => Date.now() + offset });
+  nc = await connect({ servers: nats.url });
+  intents = collect(nc, "kairos.intents.>", (b) => fromBinary(IntentSchema, b));
+  cancellations = collect(nc, "kairos.cancels.>", (b) => fromBinary(CancellationSchema, b));
+}, 60_000);
+
+afterAll(async () => {
+  await nc?.close();
+  await mesh?.stop();
+  await nats?.[Symbol.asyncDispose]();
+});
+
+async function send(path: "track" | "identify", body: Record<string, unknown>) {
+  const res = await fetch(`${mesh!.httpUrl}/v1/${path}`, {
+    method: "POST",
+    headers: { authorization: auth, "content-type": "application/json" },
+    body: JSON.stringify({ ...body, messageId: randomUUID() }),
+  });
+  expect(res.status).toBe(200);
+}
+
+async function profileIdOf(userId: string): Promise<string> {
+  const client = createGrpcClient(ProfileService, mesh!.grpc.identity);
+  try {
+    return await waitFor(async () => {
+      const res = await client
+        .getProfile({ workspace: "shop", identifier: { type: "user_id", value: userId } })
+        .catch(() => undefined);
+      return res?.profile?.profileId;
+    });
+  } finally {
+    client.close();
+  }
+}
+
+const of = (profileId: string, journey: string) =>
+  intents.filter((i) => i.profileId === profileId && i.journey === journey);
+const routes = (profileId: string) =>
+  of(profileId, "cart-recovery").map((i) => (i.payload as { route?: string }).route);
+
+describe("journeys with branches", () => {
+  it("take the arm that holds when the wait is over, wait again in nested branches, and stop on exit", async () => {
+    const run = randomUUID().slice(0, 6);
+    const [plain, upgraded, buyer] = [`plain-${run}`, `upgraded-${run}`, `buyer-${run}`];
+    await send("identify", { userId: plain, traits: { first_name: "Ada" } });
+    for (const u of [plain, upgraded, buyer])
+      await send("track", { userId: u, event: "Product Added", properties: { sku: "boots" } });
+    // During the wait: one customer goes gold, one buys (the journey's exit).
+    await send("identify", { userId: upgraded, traits: { plan: "gold" } });
+    await send("track", { userId: buyer, event: "Order Completed", properties: { revenue: 80 } });
+    const p = await profileIdOf(plain);
+    const u = await profileIdOf(upgraded);
+    const b = await profileIdOf(buyer);
+    // Before time moves on: the three starts are waiting, and the buyer's exit is recorded.
+    const steps = await new Kvm(nc).open("journey-steps");
+    await waitFor(async () => (await steps.status()).values === 3);
+    await waitFor(() =>
+      cancellations.some((c) => c.profileId === b && c.reason.startsWith("exit cart-recovery")),
+    );
+    expect(routes(p)).toEqual([]); // nothing before the hour is over
+
+    offset = 61 * MINUTE;
+    await waitFor(() => routes(p).length === 1 && routes(u).length === 1, { timeoutMs: 20_000 });
+    expect(of(p, "cart-recovery")[0]).toMatchObject({
+      step: "branch 1",
+      payload: { route: "email", name: "Ada" },
+      cancelKeys: [`journey:cart-recovery:${p}`],
+    });
+    // Gold by then, though not at the trigger: the call arm, rendered with the trigger's event.
+    expect(of(u, "cart-recovery")[0]).toMatchObject({
+      step: "branch 0",
+      payload: { route: "call", sku: "boots" },
+    });
+
+    // A day later the email arm's own branches: no order in two days, so the last chance.
+    offset = 61 * MINUTE + DAY + MINUTE;
+    await waitFor(() => routes(p).length === 2, { timeoutMs: 20_000 });
+    expect(routes(p)).toEqual(["email", "last-chance"]);
+    await sleep(1000);
+    // The gold arm has no further steps, and the buyer left the journey before any.
+    expect(routes(u)).toEqual(["call"]);
+    expect(routes(b)).toEqual([]);
+    // Each intent once, with its own deterministic id.
+    const ids = intents.filter((i) => i.journey === "cart-recovery").map((i) => i.actionId);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  it("re-enters a once-per-window journey only when the window has passed", async () => {
+    const user = `tips-${randomUUID().slice(0, 6)}`;
+    await send("track", { userId: user, event: "Tip Requested", properties: { topic: "sizes" } });
+    const id = await profileIdOf(user);
+    await waitFor(() => of(id, "weekly-tip").length === 1);
+    await send("track", { userId: user, event: "Tip Requested", properties: { topic: "returns" } });
+    await sleep(1000);
+    expect(of(id, "weekly-tip")).toHaveLength(1);
+    offset += 8 * DAY;
+    await send("track", { userId: user, event: "Tip Requested", properties: { topic: "care" } });
+    await waitFor(() => of(id, "weekly-tip").length === 2);
+    expect(of(id, "weekly-tip").map((i) => i.payload?.tip)).toEqual(["sizes", "care"]);
+  });
+});
