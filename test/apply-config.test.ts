@@ -158,3 +158,40 @@ describe("kairos apply -f, suppression", () => {
     }
   });
 });
+
+describe("kairos apply -f, ingestion", () => {
+  it("accepts a write key added by an applied configuration, and refuses one it removed", async () => {
+    const ingestion = await import("@kairos/ingestion");
+    const ing = await ingestion.startIngestion(
+      loadConfig(ingestion.configSpec, {
+        NATS_URL: nats.url,
+        GRPC_PORT: "0",
+        OPS_PORT: "0",
+        HTTP_PORT: "0",
+        LOG_LEVEL: "silent",
+        KAIROS_CONFIG: fixture,
+      }),
+    );
+    try {
+      const track = (key: string) =>
+        fetch(`${ing.httpUrl}/v1/track`, {
+          method: "POST",
+          headers: {
+            authorization: `Basic ${Buffer.from(`${key}:`).toString("base64")}`,
+            "content-type": "application/json",
+          },
+          body: JSON.stringify({ userId: "u-1", event: "Key Tried" }),
+        }).then((r) => r.status);
+      const base = readFileSync(fixture, "utf8");
+      const oldKey = /- key: (\S+)/.exec(base)?.[1] ?? "";
+      expect(await track("rotated-key-0001")).toBe(401);
+      const rotated = join(dir, "rotated.yaml");
+      writeFileSync(rotated, base.replace(`key: ${oldKey}`, "key: rotated-key-0001"));
+      expect((await apply(rotated)).code).toBe(0);
+      await waitFor(async () => (await track("rotated-key-0001")) === 200, { timeoutMs: 15_000 });
+      expect(await track(oldKey)).toBe(401);
+    } finally {
+      await ing.stop();
+    }
+  });
+});

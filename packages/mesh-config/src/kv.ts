@@ -84,3 +84,43 @@ export async function watchMeshConfig(
   })();
   return { initial, stop: () => watch.stop() };
 }
+
+/** Where `followMeshConfig` says what it applied (a pino logger fits). */
+export interface ConfigLog {
+  info(fields: object, message: string): void;
+  error(fields: object, message: string): void;
+}
+
+/**
+ * Applies the configuration stored with `kairos apply` now (when there is one) and every valid
+ * one after it, live. One that does not parse, or that `use` throws on, is logged and the
+ * previous one stays in force.
+ */
+export async function followMeshConfig(
+  nc: NatsConnection,
+  use: (config: MeshConfig) => void,
+  log: ConfigLog,
+  replicas = 1,
+): Promise<ConfigWatch> {
+  const apply = (config: MeshConfig, file: string, revision: number, first: boolean) => {
+    try {
+      use(config);
+      log.info(
+        { file, revision },
+        first ? "using the applied configuration" : "applied configuration reloaded",
+      );
+    } catch (err) {
+      log.error({ err, file, revision }, "applied configuration not loaded; the previous one stays");
+    }
+  };
+  const watch = await watchMeshConfig(
+    nc,
+    (config, file, revision) => apply(config, file, revision, false),
+    (err, revision) =>
+      log.error({ err, revision }, "applied configuration is invalid; the previous one stays"),
+    replicas,
+  );
+  if (watch.initial !== undefined)
+    apply(watch.initial.config, watch.initial.file, watch.initial.revision, true);
+  return watch;
+}

@@ -39,7 +39,7 @@ import {
 import { type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
-import { loadMeshConfig } from "@kairos/mesh-config";
+import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
 import { Resolver, Unresolvable } from "./resolver.js";
 import { CachingProfileStore, KvProfileStore, WriteConflict, type ProfileStore } from "./store.js";
 import { MongoProfileStore } from "./mongo-store.js";
@@ -150,12 +150,24 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     throw new ConfigError(["PROFILE_STORE=mongodb needs MONGODB_URI (e.g. mongodb://mongo:27017)"]);
   }
   const clock = opts.clock ?? Date.now;
-  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const compiled = new Map(mesh.workspaces.map((w) => [w.id, compileRules(w.identity, w.computedTraits)]));
+  const compileAll = (mesh: MeshConfig) =>
+    new Map(mesh.workspaces.map((w) => [w.id, compileRules(w.identity, w.computedTraits)]));
+  let compiled = compileAll(loadMeshConfig(cfg.KAIROS_CONFIG));
   const defaults = compileRules();
   // Workspaces the config does not name get the default rules (user_id, email, anonymous_id).
   const rulesFor = (ws: string) => compiled.get(ws) ?? defaults;
   return startService("identity", cfg, opts, async (runtime) => {
+    // A configuration applied with `kairos apply` overrides the file, and reloads live (identity
+    // rules and computed traits; profiles already merged stay merged).
+    const configWatch = await followMeshConfig(
+      runtime.nc,
+      (mesh) => {
+        compiled = compileAll(mesh);
+      },
+      runtime.logger,
+      cfg.NATS_REPLICAS,
+    );
+    runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const store = await openStore(cfg, runtime);
     runtime.addReadinessCheck({ name: "profile-store", check: () => store.ping() });
     // The resolve path reads through a write-through cache; lookups over gRPC read the store.

@@ -6,7 +6,7 @@
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
 import { IngestService, type Event } from "@kairos/contracts";
-import { loadMeshConfig, writeKeyIndex } from "@kairos/mesh-config";
+import { followMeshConfig, loadMeshConfig, writeKeyIndex } from "@kairos/mesh-config";
 import {
   env,
   GrpcError,
@@ -58,9 +58,21 @@ export async function startIngestion(
   cfg: IngestionConfig,
   opts: StartOptions = {},
 ): Promise<IngestionHandle> {
-  const mesh = loadMeshConfig(cfg.KAIROS_CONFIG);
-  const writeKeys = writeKeyIndex(mesh);
+  const writeKeys = new Map(writeKeyIndex(loadMeshConfig(cfg.KAIROS_CONFIG)));
   return startService("ingestion", cfg, opts, async (runtime) => {
+    // A configuration applied with `kairos apply` overrides the file, and reloads live: a new
+    // write key is accepted, a removed one refused, from then on (the map is shared in place).
+    const configWatch = await followMeshConfig(
+      runtime.nc,
+      (mesh) => {
+        const next = writeKeyIndex(mesh);
+        for (const k of [...writeKeys.keys()]) if (!next.has(k)) writeKeys.delete(k);
+        for (const [k, v] of next) writeKeys.set(k, v);
+      },
+      runtime.logger,
+      cfg.NATS_REPLICAS,
+    );
+    runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const ingestor = new Ingestor(runtime.publisher, cfg.PARTITIONS, runtime.metrics.registry);
     runtime.metrics.stageObjective.set({ stage: "accept" }, 0.01);
 

@@ -15,7 +15,7 @@ import {
   SegmentService,
   type ProfileChanged,
 } from "@kairos/contracts";
-import { loadMeshConfig, watchMeshConfig, type ActionConfig, type MeshConfig } from "@kairos/mesh-config";
+import { followMeshConfig, loadMeshConfig, type ActionConfig, type MeshConfig } from "@kairos/mesh-config";
 import {
   consumers,
   DurableTimers,
@@ -101,30 +101,14 @@ export async function startSegmentation(
   let workspaces = compileAll(loadMeshConfig(cfg.KAIROS_CONFIG));
   return startService("segmentation", cfg, opts, async (runtime) => {
     // A configuration applied with `kairos apply` overrides the file, and reloads live.
-    const configWatch = await watchMeshConfig(
+    const configWatch = await followMeshConfig(
       runtime.nc,
-      (mesh, file, revision) => {
-        try {
-          workspaces = compileAll(mesh);
-          runtime.logger.info({ file, revision }, "applied configuration reloaded");
-        } catch (err) {
-          runtime.logger.error(
-            { err, file, revision },
-            "applied configuration not loaded; the previous one stays",
-          );
-        }
+      (mesh) => {
+        workspaces = compileAll(mesh);
       },
-      (err, revision) =>
-        runtime.logger.error({ err, revision }, "applied configuration is invalid; the previous one stays"),
+      runtime.logger,
       cfg.NATS_REPLICAS,
     );
-    if (configWatch.initial !== undefined) {
-      workspaces = compileAll(configWatch.initial.config);
-      runtime.logger.info(
-        { file: configWatch.initial.file, revision: configWatch.initial.revision },
-        "using the applied configuration",
-      );
-    }
     runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const store = await MembershipStore.open(runtime.nc, cfg.NATS_REPLICAS);
     runtime.addReadinessCheck({ name: "membership-store", check: () => store.ping() });
