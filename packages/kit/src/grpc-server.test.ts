@@ -38,7 +38,12 @@ beforeAll(async () => {
           return { accepted };
         },
       }),
-      implement(ProfileService, { getProfile: notYet, batchGetProfiles: notYet, deleteProfile: notYet }),
+      implement(ProfileService, {
+        getProfile: notYet,
+        batchGetProfiles: notYet,
+        deleteProfile: notYet,
+        unmergeProfile: notYet,
+      }),
       implement(SegmentService, { listMemberships: notYet, listSegmentMembers: notYet }),
       implement(SuppressionService, {
         check: notYet,

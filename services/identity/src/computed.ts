@@ -208,6 +208,28 @@ export function mergeComputed(into: ComputedState, from: ComputedState): void {
   }
 }
 
+/**
+ * Takes `from`'s counts and sums back out of `into` (an unmerge). Minima, maxima, first and
+ * last values cannot be taken apart and stay.
+ */
+export function subtractComputed(into: ComputedState, from: ComputedState): void {
+  for (const [name, f] of Object.entries(from)) {
+    const t = into[name];
+    if (t === undefined) continue;
+    const width = t.bucketMs ?? DAY;
+    const fromWidth = f.bucketMs ?? DAY;
+    for (const [k, d] of Object.entries(f.days)) {
+      const key =
+        k === "all" || width === fromWidth ? k : String(Math.floor((Number(k) * fromWidth) / width));
+      const x = t.days[key];
+      if (x === undefined) continue;
+      x.n -= d.n;
+      x.sum -= d.sum;
+      if (x.n <= 0) delete t.days[key];
+    }
+  }
+}
+
 /** The computed traits' values at `nowMs` (windows slide with time). */
 export function computedValues(
   state: ComputedState,

@@ -211,3 +211,87 @@ describe("identity", () => {
     }
   });
 });
+
+describe("unmerge", () => {
+  it("splits a merge back apart by identifier: each profile gets its identifiers and traits back, and later events follow", async () => {
+    const shared = event({
+      type: EventType.IDENTIFY,
+      anonymousId: "anon-split",
+      traits: { plan: "free", device: "tablet" },
+    });
+    const account = event({
+      type: EventType.IDENTIFY,
+      userId: "user-split",
+      traits: { plan: "gold", email: "owner@example.org" },
+      timestamp: timestampFromMs(Date.now() - 60_000),
+    });
+    // The account first: the older profile survives the merge.
+    await send(account);
+    await waitFor(async () => (await get("user_id", "user-split").catch(() => undefined)) !== undefined);
+    await send(shared);
+    await waitFor(async () => (await get("anonymous_id", "anon-split").catch(() => undefined)) !== undefined);
+    const before = await get("anonymous_id", "anon-split");
+    // The shared tablet logs in to the owner's account: one profile.
+    const login = event({ userId: "user-split", anonymousId: "anon-split", name: "Logged In" });
+    await send(login);
+    await waitFor(
+      async () =>
+        (await get("anonymous_id", "anon-split"))?.profileId ===
+        (await get("user_id", "user-split"))?.profileId,
+    );
+    const merged = await get("user_id", "user-split");
+    expect(
+      merged?.merges.map((m) => ({
+        eventId: m.eventId,
+        identifiers: m.identifiers.map((i) => `${i.type}:${i.value}`),
+      })),
+    ).toEqual([{ eventId: login.messageId, identifiers: ["anonymous_id:anon-split"] }]);
+    const mergedAway = merged!.merges[0]!.profileId;
+    expect(mergedAway).toBe(before?.profileId);
+
+    // It was someone else's tablet: split it back off by its anonymous id.
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const res = await client.unmergeProfile({
+        workspace: "ws",
+        identifier: { type: "anonymous_id", value: "anon-split" },
+      });
+      expect(res.restored?.profileId).toBe(mergedAway);
+      expect(res.restored?.identifiers.map((i) => `${i.type}:${i.value}`)).toEqual([
+        "anonymous_id:anon-split",
+      ]);
+      expect(res.survivor?.identifiers.map((i) => i.type).sort()).toEqual(["email", "user_id"]);
+      expect(res.survivor?.merges).toEqual([]);
+      expect(res.survivor?.mergedFrom).toEqual([]);
+      // A trait the merge took from the tablet goes back with it; the account keeps its own.
+      const survivorTraits = res.survivor?.traits ?? {};
+      expect(survivorTraits.device).toBeUndefined();
+      expect(res.restored?.traits).toMatchObject({ plan: "free", device: "tablet" });
+
+      // Lookups and later events follow the split.
+      expect((await get("anonymous_id", "anon-split"))?.profileId).toBe(mergedAway);
+      expect((await get("user_id", "user-split"))?.profileId).toBe(res.survivor?.profileId);
+      const later = event({
+        anonymousId: "anon-split",
+        type: EventType.IDENTIFY,
+        traits: { device: "phone" },
+      });
+      await send(later);
+      await waitFor(async () => (await get("anonymous_id", "anon-split"))?.traits?.device === "phone");
+      expect((await get("user_id", "user-split"))?.traits?.device).toBeUndefined();
+
+      // The restored profile's change says where it came from, so consumers start it afresh.
+      const restoredChange = (await changes()).find(
+        (c) => c.profileId === mergedAway && c.unmergedFrom !== "",
+      );
+      expect(restoredChange?.unmergedFrom).toBe(res.survivor?.profileId);
+
+      // Only a recorded merge can be split.
+      await expect(
+        client.unmergeProfile({ workspace: "ws", identifier: { type: "anonymous_id", value: "anon-split" } }),
+      ).rejects.toThrow(/did not come to profile .* by a recorded merge/);
+    } finally {
+      client.close();
+    }
+  });
+});

@@ -8,7 +8,10 @@ import {
   appliedChange,
   appliedVersion,
   mergeInto,
+  mergeOf,
   newProfile,
+  splitOff,
+  tombstone,
   pickSurvivor,
   profileIdFor,
   APPLIED_MEMORY,
@@ -139,5 +142,62 @@ describe("applying and merging", () => {
     expect(profileIdFor("ws", { type: "user_id", value: "u" })).toBe(
       profileIdFor("ws", { type: "user_id", value: "u" }),
     );
+  });
+});
+
+describe("splitOff (unmerge)", () => {
+  it("gives back what the merge brought, keeps what was set since, and restores the merged profile", () => {
+    const owner = newProfile("ws", "p-owner", 1000);
+    applyEvent(
+      owner,
+      identify({ messageId: "o1", anonymousId: "", traits: { plan: "gold" } }),
+      [{ type: "user_id", value: "u1" }],
+      1000,
+    );
+    const tablet = newProfile("ws", "p-tablet", 2000);
+    applyEvent(
+      tablet,
+      identify({ messageId: "t1", userId: "", traits: { plan: "free", device: "tablet", city: "Leeds" } }),
+      [{ type: "anonymous_id", value: "a1" }],
+      2000,
+    );
+    tablet.computed = { orders: { days: { all: { n: 2, sum: 0 } } } };
+    owner.computed = { orders: { days: { all: { n: 1, sum: 0 } } } };
+    const s = structuredClone(owner);
+    mergeInto(s, tablet, { atMs: 3000, eventId: "login" });
+    mergeInto(s, tablet, { atMs: 3000, eventId: "login" }); // idempotent
+    expect(s.merges).toEqual([
+      {
+        profileId: "p-tablet",
+        atMs: 3000,
+        eventId: "login",
+        added: [{ type: "anonymous_id", value: "a1" }],
+        replaced: { plan: { value: "gold", at: 1000 }, device: {}, city: {} },
+      },
+    ]);
+    expect(s.traits).toMatchObject({ plan: "free", device: "tablet" });
+    expect(mergeOf(s, { type: "anonymous_id", value: "a1" })?.profileId).toBe("p-tablet");
+    expect(mergeOf(s, { type: "profile_id", value: "p-tablet" })?.profileId).toBe("p-tablet");
+    expect(mergeOf(s, { type: "user_id", value: "u1" })).toBeUndefined();
+    // Later, the owner moves city: that stays theirs.
+    applyEvent(
+      s,
+      identify({ messageId: "o2", anonymousId: "", traits: { city: "York" } }),
+      [{ type: "user_id", value: "u1" }],
+      4000,
+    );
+
+    const split = splitOff(s, tombstone(tablet, "p-owner", 3000), 5000);
+    expect(split.survivor.identifiers).toEqual([{ type: "user_id", value: "u1" }]);
+    expect(split.survivor.traits).toEqual({ plan: "gold", city: "York" });
+    expect(split.survivor.traitTimes?.plan).toBe(1000);
+    expect(split.survivor.mergedFrom).toEqual([]);
+    expect(split.survivor.merges).toEqual([]);
+    expect(split.survivor.computed?.orders?.days.all?.n).toBe(1);
+    expect(split.survivor.version).toBe(s.version + 1);
+    expect(split.restored.mergedInto).toBeUndefined();
+    expect(split.restored.traits).toEqual({ plan: "free", device: "tablet", city: "Leeds" });
+    expect(split.restored.version).toBe(tablet.version + 1);
+    expect(() => splitOff(split.survivor, tablet, 6000)).toThrow(/not merged into p-owner/);
   });
 });

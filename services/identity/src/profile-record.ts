@@ -6,7 +6,7 @@ import { createHash } from "node:crypto";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import { timestampMs } from "@bufbuild/protobuf/wkt";
 import { EventType, type Event } from "@kairos/contracts";
-import { mergeComputed, type ComputedState } from "./computed.js";
+import { mergeComputed, subtractComputed, type ComputedState } from "./computed.js";
 
 export interface Ident {
   /** A type of the workspace's identity rules, e.g. `user_id`, `email`, `phone`. */
@@ -22,6 +22,19 @@ export interface AppliedEvent {
   eventId: string;
   version: number;
   profileId?: string;
+}
+
+/** A merge into a profile, kept so that it can be split back apart (unmerge). */
+export interface MergeRecord {
+  /** The profile merged in (its tombstone keeps what it had then). */
+  profileId: string;
+  atMs: number;
+  /** The event whose identifiers joined the two ("" when not known). */
+  eventId: string;
+  /** The identifiers the merge added to the survivor. */
+  added: Ident[];
+  /** Traits the merge took from the merged profile: the survivor's value (and its time) before. */
+  replaced: Record<string, { value?: JsonValue; at?: number }>;
 }
 
 /** A profile as stored (JSON) in the profile store. */
@@ -49,6 +62,8 @@ export interface ProfileRecord {
   applied: AppliedEvent[];
   /** Set when this profile was merged into another: lookups follow it. */
   mergedInto?: string;
+  /** Merges into this profile still in force, oldest first (absent in records older than it). */
+  merges?: MergeRecord[];
 }
 
 /** Email as identity compares it: trimmed, lower-cased. */
@@ -155,7 +170,19 @@ export function pickSurvivor(
  * profile updated last); the loser's applied
  * events are remembered so their redelivery is recognised. Idempotent.
  */
-export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
+export function mergeInto(
+  survivor: ProfileRecord,
+  loser: ProfileRecord,
+  meta: { atMs: number; eventId: string } = { atMs: 0, eventId: "" },
+): void {
+  const recorded = survivor.merges?.some((m) => m.profileId === loser.profileId) ?? false;
+  const record: MergeRecord = {
+    profileId: loser.profileId,
+    atMs: meta.atMs,
+    eventId: meta.eventId,
+    added: loser.identifiers.filter((i) => !survivor.identifiers.some((x) => sameIdent(x, i))),
+    replaced: {},
+  };
   addIdentifiers(survivor, loser.identifiers);
   const loserNewer = loser.updatedAtMs > survivor.updatedAtMs;
   const sTimes = (survivor.traitTimes ??= {});
@@ -164,11 +191,16 @@ export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
     const s = sTimes[k] ?? Number.NEGATIVE_INFINITY;
     const l = lTimes[k] ?? Number.NEGATIVE_INFINITY;
     if (!(k in survivor.traits) || l > s || (l === s && loserNewer)) {
+      record.replaced[k] = {
+        ...(k in survivor.traits ? { value: survivor.traits[k] } : {}),
+        ...(sTimes[k] === undefined ? {} : { at: sTimes[k] }),
+      };
       survivor.traits[k] = v;
       if (lTimes[k] !== undefined) sTimes[k] = lTimes[k];
     }
   }
-  if (loser.computed !== undefined) mergeComputed((survivor.computed ??= {}), loser.computed);
+  // Counts and sums add up once: merging the same profile again (a retry) must not count it twice.
+  if (loser.computed !== undefined && !recorded) mergeComputed((survivor.computed ??= {}), loser.computed);
   for (const id of [loser.profileId, ...loser.mergedFrom]) {
     if (!survivor.mergedFrom.includes(id)) survivor.mergedFrom.push(id);
   }
@@ -185,6 +217,65 @@ export function mergeInto(survivor: ProfileRecord, loser: ProfileRecord): void {
   }
   if (survivor.applied.length > APPLIED_MEMORY)
     survivor.applied.splice(0, survivor.applied.length - APPLIED_MEMORY);
+  if (!recorded) (survivor.merges ??= []).push(record);
+}
+
+function sameIdent(a: Ident, b: Ident): boolean {
+  return a.type === b.type && a.value === b.value;
+}
+
+/** The recorded merge that brought `id` (an identifier, or the merged profile's id) to the profile. */
+export function mergeOf(
+  p: ProfileRecord,
+  id: Ident | { type: "profile_id"; value: string },
+): MergeRecord | undefined {
+  return p.merges?.find((m) =>
+    id.type === "profile_id" ? m.profileId === id.value : m.added.some((x) => sameIdent(x, id)),
+  );
+}
+
+/**
+ * Splits a recorded merge back apart: the merged profile is restored from its tombstone (what
+ * it had when merged), and the survivor gives back the identifiers that merge added, the traits
+ * it took (unless set again since), and the merged profile's counts and sums. What happened
+ * after the merge stays with the survivor: its later events, and minima, maxima, first and last
+ * values, which cannot be taken apart. Pure; `restoredAlready` when the tombstone was revived by
+ * an earlier, interrupted split.
+ */
+export function splitOff(
+  survivor: ProfileRecord,
+  merged: ProfileRecord,
+  nowMs: number,
+): { survivor: ProfileRecord; restored: ProfileRecord } {
+  const m = survivor.merges?.find((x) => x.profileId === merged.profileId);
+  if (m === undefined)
+    throw new Error(`profile ${merged.profileId} is not merged into ${survivor.profileId}`);
+  const s = structuredClone(survivor);
+  s.identifiers = s.identifiers.filter((i) => !m.added.some((x) => sameIdent(x, i)));
+  const times = (s.traitTimes ??= {});
+  for (const [k, before] of Object.entries(m.replaced)) {
+    const unchanged =
+      times[k] === merged.traitTimes?.[k] && JSON.stringify(s.traits[k]) === JSON.stringify(merged.traits[k]);
+    if (!unchanged) continue;
+    if (before.value === undefined) delete s.traits[k];
+    else s.traits[k] = before.value;
+    if (before.at === undefined) delete times[k];
+    else times[k] = before.at;
+  }
+  if (s.computed !== undefined && merged.computed !== undefined)
+    subtractComputed(s.computed, merged.computed);
+  const gone = new Set([merged.profileId, ...merged.mergedFrom]);
+  s.mergedFrom = s.mergedFrom.filter((id) => !gone.has(id));
+  s.merges = (s.merges ?? []).filter((x) => x !== m && !gone.has(x.profileId));
+  s.version += 1;
+  s.updatedAtMs = nowMs;
+  const restored = structuredClone(merged);
+  if (restored.mergedInto !== undefined) {
+    delete restored.mergedInto;
+    restored.version += 1;
+    restored.updatedAtMs = nowMs;
+  }
+  return { survivor: s, restored };
 }
 
 /** The tombstone left where a merged profile was. */

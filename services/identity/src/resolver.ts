@@ -206,7 +206,7 @@ export class Resolver {
         if (p !== undefined && p.value.mergedInto === undefined) losers.push(p);
       }
     }
-    for (const l of losers) mergeInto(record, l.value);
+    for (const l of losers) mergeInto(record, l.value, { atMs: now, eventId: event.messageId });
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};

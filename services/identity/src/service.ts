@@ -36,7 +36,7 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { type Ident, type ProfileRecord } from "./profile-record.js";
+import { mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
@@ -93,6 +93,12 @@ export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.
         .filter(([k]) => p.traits[k] !== undefined)
         .map(([k, ms]) => [k, timestampFromMs(ms)]),
     ),
+    merges: (p.merges ?? []).map((m) => ({
+      profileId: m.profileId,
+      mergedAt: timestampFromMs(m.atMs),
+      eventId: m.eventId,
+      identifiers: m.added,
+    })),
   });
 }
 
@@ -230,7 +236,8 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       help: "Profiles re-published because a windowed computed trait slid with time.",
       registers: [runtime.metrics.registry],
     });
-    const publishSlide = async (p: ProfileRecord, slidAtMs: number) => {
+    /** A change of the profile's state that no event caused (a window slid, an unmerge). */
+    const publishState = async (p: ProfileRecord, atMs: number, unmergedFrom = "") => {
       const profile = toProfile(p, rulesFor(p.workspace), clock());
       await runtime.publisher.publishMessage(
         subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
@@ -241,8 +248,9 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           version: BigInt(p.version),
           computedTraits: profile.computedTraits ?? {},
           profile,
-          eventReceivedAt: timestampFromMs(slidAtMs),
+          eventReceivedAt: timestampFromMs(atMs),
           traceparent: currentTraceparent(),
+          unmergedFrom,
         }),
         { msgID: `${p.workspace}:${p.profileId}:${p.version}` },
       );
@@ -276,7 +284,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           }
           // Published even when an event pruned the window first (the same version again, stored
           // once): a crash between the write above and this publish loses nothing.
-          await publishSlide(p, entry.dueMs);
+          await publishState(p, entry.dueMs);
           const next = nextWindowChange(p.computed!, rules, now);
           return next === undefined ? undefined : { next: { dueMs: next, payload: entry.payload } };
         }
@@ -361,6 +369,65 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
             }),
           );
           return { results };
+        },
+        unmergeProfile: async (req) => {
+          const ws = requireWorkspace(req.workspace);
+          const id = requestedIdentifier(rulesFor(ws), req.identifier);
+          for (let attempt = 0; ; attempt++) {
+            const found = await reader.find(ws, id);
+            if (found === undefined)
+              throw new GrpcError(
+                grpc.status.NOT_FOUND,
+                `no profile for ${id.type} ${JSON.stringify(id.value)}`,
+              );
+            const merge = mergeOf(found.value, id);
+            if (merge === undefined) {
+              throw new GrpcError(
+                grpc.status.FAILED_PRECONDITION,
+                `${id.type} ${JSON.stringify(id.value)} did not come to profile ${found.value.profileId} by a recorded merge`,
+              );
+            }
+            const merged = await store.getProfile(ws, merge.profileId);
+            if (merged === undefined)
+              throw new GrpcError(
+                grpc.status.FAILED_PRECONDITION,
+                `merged profile ${merge.profileId} is gone`,
+              );
+            const now = clock();
+            const { survivor, restored } = splitOff(found.value, merged.value, now);
+            try {
+              // The restored profile first: if the survivor's write then fails or the process
+              // dies, a retry finds the merge still recorded and the profile already restored.
+              if (merged.value.mergedInto !== undefined) await cached.putProfile(restored, merged.revision);
+              await cached.putProfile(survivor, found.revision);
+            } catch (e) {
+              if (e instanceof WriteConflict && attempt < 9) continue;
+              throw e;
+            }
+            // Its identifiers point at it again.
+            for (const i of merge.added) {
+              const entry = await store.lookup(ws, i);
+              await cached.link(
+                ws,
+                i,
+                { profileId: restored.profileId, claimedAt: now },
+                entry?.revision ?? 0,
+              );
+            }
+            await publishState(survivor, now);
+            await publishState(restored, now, survivor.profileId);
+            await scheduleWindow(survivor, []);
+            await scheduleWindow(restored, []);
+            results.inc({ outcome: "unmerged" });
+            runtime.logger.info(
+              { workspace: ws, survivor: survivor.profileId, restored: restored.profileId },
+              "merge split back apart",
+            );
+            return {
+              survivor: toProfile(survivor, rulesFor(ws), now),
+              restored: toProfile(restored, rulesFor(ws), now),
+            };
+          }
         },
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);

@@ -126,4 +126,43 @@ describe("segmentation", () => {
     expect(intents.map((i) => i.journey).sort()).toEqual(["gold-sms", "gold-welcome"]);
     expect(intents.every((i) => i.profileVersion === 1n)).toBe(true);
   });
+
+  it("starts a profile split back off a merge afresh, though it left everything when merged", async () => {
+    const member = async (profileId: string) => {
+      const client = createGrpcClient(SegmentService, svc.grpcAddress);
+      try {
+        return (await client.listMemberships({ workspace: "demo", profileId })).memberships.map(
+          (m) => m.segment,
+        );
+      } finally {
+        client.close();
+      }
+    };
+    await publishChange("p-tablet", 1, { plan: "gold" });
+    await waitFor(async () => (await member("p-tablet")).includes("gold"));
+    // Merged into p-owner: the tablet's profile leaves its segments.
+    const merge = create(ProfileChangedSchema, {
+      workspace: "demo",
+      profileId: "p-owner",
+      version: 4n,
+      eventId: "merge-e",
+      mergedFrom: ["p-tablet"],
+      profile: { workspace: "demo", profileId: "p-owner", version: 4n, traits: { plan: "gold" } },
+    });
+    await jetstream(nc).publish(subjects.profiles("demo", 0), toBinary(ProfileChangedSchema, merge));
+    await waitFor(async () => (await member("p-tablet")).length === 0);
+    // Split back off (version 2 of its own): evaluated, not ignored as older than its exit.
+    const restored = create(ProfileChangedSchema, {
+      workspace: "demo",
+      profileId: "p-tablet",
+      version: 2n,
+      unmergedFrom: "p-owner",
+      profile: { workspace: "demo", profileId: "p-tablet", version: 2n, traits: { plan: "gold" } },
+    });
+    await jetstream(nc).publish(subjects.profiles("demo", 0), toBinary(ProfileChangedSchema, restored));
+    await waitFor(async () => (await member("p-tablet")).includes("gold"));
+    // Its next change goes on from there.
+    await publishChange("p-tablet", 3, { plan: "silver" });
+    await waitFor(async () => (await member("p-tablet")).length === 0);
+  });
 });

@@ -36,6 +36,7 @@ import {
 import {
   actionIdFor,
   compileWorkspace,
+  emptyState,
   evaluate,
   renderPayload,
   type CompiledWorkspace,
@@ -436,8 +437,13 @@ export async function startSegmentation(
 
     const apply = async (ws: CompiledWorkspace, change: ProfileChanged): Promise<void> => {
       for (let attempt = 0; ; attempt++) {
-        const { state, revision } = await store.get(change.workspace, change.profileId);
+        const got = await store.get(change.workspace, change.profileId);
+        const { revision } = got;
         const version = Number(change.version);
+        // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
+        // exit it made as a merged-away profile.
+        const state =
+          change.unmergedFrom !== "" && got.state.version > version ? emptyState() : got.state;
         if (version < state.version) return; // older than what we already evaluated
         if (version === state.version && state.last !== undefined) {
           // A repeat (redelivery after a crash): publish the same outputs again.

@@ -69,6 +69,9 @@ export async function startTestIdentity(profiles: Profile[] = []): Promise<TestI
         deleteProfile: () => {
           throw new GrpcError(grpc.status.UNIMPLEMENTED, "not in this test");
         },
+        unmergeProfile: () => {
+          throw new GrpcError(grpc.status.UNIMPLEMENTED, "not in this test");
+        },
       }),
     ],
   });

@@ -14,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
 export const file_kairos_v1_profile: GenFile =
   /*@__PURE__*/
   fileDesc(
-    "ChdrYWlyb3MvdjEvcHJvZmlsZS5wcm90bxIJa2Fpcm9zLnYxIikKCklkZW50aWZpZXISDAoEdHlwZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSLFAwoHUHJvZmlsZRIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEioKC2lkZW50aWZpZXJzGAQgAygLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISJwoGdHJhaXRzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg9jb21wdXRlZF90cmFpdHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC21lcmdlZF9mcm9tGAcgAygJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjcKC3RyYWl0X3RpbWVzGAogAygLMiIua2Fpcm9zLnYxLlByb2ZpbGUuVHJhaXRUaW1lc0VudHJ5Gk0KD1RyYWl0VGltZXNFbnRyeRILCgNrZXkYASABKAkSKQoFdmFsdWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wOgI4ASKvAwoOUHJvZmlsZUNoYW5nZWQSEQoJd29ya3NwYWNlGAEgASgJEhIKCnByb2ZpbGVfaWQYAiABKAkSDwoHdmVyc2lvbhgDIAEoBBIvCg5jaGFuZ2VkX3RyYWl0cxgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSMAoPY29tcHV0ZWRfdHJhaXRzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBITCgttZXJnZWRfZnJvbRgGIAMoCRIQCghldmVudF9pZBgHIAEoCRI1ChFldmVudF9yZWNlaXZlZF9hdBgIIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIwoHcHJvZmlsZRgJIAEoCzISLmthaXJvcy52MS5Qcm9maWxlEhIKCmV2ZW50X25hbWUYCiABKAkSEgoKZXZlbnRfdHlwZRgLIAEoCRIxChBldmVudF9wcm9wZXJ0aWVzGAwgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIPCgdkZWxldGVkGA0gASgIEhMKC3RyYWNlcGFyZW50GA4gASgJYgZwcm90bzM",
+    "ChdrYWlyb3MvdjEvcHJvZmlsZS5wcm90bxIJa2Fpcm9zLnYxIikKCklkZW50aWZpZXISDAoEdHlwZRgBIAEoCRINCgV2YWx1ZRgCIAEoCSLnAwoHUHJvZmlsZRIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEioKC2lkZW50aWZpZXJzGAQgAygLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISJwoGdHJhaXRzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg9jb21wdXRlZF90cmFpdHMYBiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC21lcmdlZF9mcm9tGAcgAygJEi4KCmNyZWF0ZWRfYXQYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYCSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjcKC3RyYWl0X3RpbWVzGAogAygLMiIua2Fpcm9zLnYxLlByb2ZpbGUuVHJhaXRUaW1lc0VudHJ5EiAKBm1lcmdlcxgLIAMoCzIQLmthaXJvcy52MS5NZXJnZRpNCg9UcmFpdFRpbWVzRW50cnkSCwoDa2V5GAEgASgJEikKBXZhbHVlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcDoCOAEiiAEKBU1lcmdlEhIKCnByb2ZpbGVfaWQYASABKAkSLQoJbWVyZ2VkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghldmVudF9pZBgDIAEoCRIqCgtpZGVudGlmaWVycxgEIAMoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyIsYDCg5Qcm9maWxlQ2hhbmdlZBIRCgl3b3Jrc3BhY2UYASABKAkSEgoKcHJvZmlsZV9pZBgCIAEoCRIPCgd2ZXJzaW9uGAMgASgEEi8KDmNoYW5nZWRfdHJhaXRzGAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIwCg9jb21wdXRlZF90cmFpdHMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhMKC21lcmdlZF9mcm9tGAYgAygJEhAKCGV2ZW50X2lkGAcgASgJEjUKEWV2ZW50X3JlY2VpdmVkX2F0GAggASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIjCgdwcm9maWxlGAkgASgLMhIua2Fpcm9zLnYxLlByb2ZpbGUSEgoKZXZlbnRfbmFtZRgKIAEoCRISCgpldmVudF90eXBlGAsgASgJEjEKEGV2ZW50X3Byb3BlcnRpZXMYDCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0Eg8KB2RlbGV0ZWQYDSABKAgSEwoLdHJhY2VwYXJlbnQYDiABKAkSFQoNdW5tZXJnZWRfZnJvbRgPIAEoCWIGcHJvdG8z",
     [file_google_protobuf_struct, file_google_protobuf_timestamp],
   );
 
@@ -104,6 +104,14 @@ export type Profile = Message<"kairos.v1.Profile"> & {
    * @generated from field: map<string, google.protobuf.Timestamp> trait_times = 10;
    */
   traitTimes: { [key: string]: Timestamp };
+
+  /**
+   * Every merge into this profile still in force, oldest first: which profile, when, by which
+   * event, and the identifiers it brought (what an unmerge splits back off).
+   *
+   * @generated from field: repeated kairos.v1.Merge merges = 11;
+   */
+  merges: Merge[];
 };
 
 /**
@@ -111,6 +119,43 @@ export type Profile = Message<"kairos.v1.Profile"> & {
  * Use `create(ProfileSchema)` to create a new message.
  */
 export const ProfileSchema: GenMessage<Profile> = /*@__PURE__*/ messageDesc(file_kairos_v1_profile, 1);
+
+/**
+ * Merge records one profile merged into another.
+ *
+ * @generated from message kairos.v1.Merge
+ */
+export type Merge = Message<"kairos.v1.Merge"> & {
+  /**
+   * @generated from field: string profile_id = 1;
+   */
+  profileId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp merged_at = 2;
+   */
+  mergedAt?: Timestamp | undefined;
+
+  /**
+   * The event whose identifiers joined the two.
+   *
+   * @generated from field: string event_id = 3;
+   */
+  eventId: string;
+
+  /**
+   * The identifiers the merged profile brought that the survivor did not have.
+   *
+   * @generated from field: repeated kairos.v1.Identifier identifiers = 4;
+   */
+  identifiers: Identifier[];
+};
+
+/**
+ * Describes the message kairos.v1.Merge.
+ * Use `create(MergeSchema)` to create a new message.
+ */
+export const MergeSchema: GenMessage<Merge> = /*@__PURE__*/ messageDesc(file_kairos_v1_profile, 2);
 
 /**
  * ProfileChanged is published on PROFILES every time a profile changes.
@@ -201,6 +246,14 @@ export type ProfileChanged = Message<"kairos.v1.ProfileChanged"> & {
    * @generated from field: string traceparent = 14;
    */
   traceparent: string;
+
+  /**
+   * Set when this profile was split back off (unmerged) from that one: consumers start it afresh,
+   * whatever they held for it as a merged-away profile.
+   *
+   * @generated from field: string unmerged_from = 15;
+   */
+  unmergedFrom: string;
 };
 
 /**
@@ -209,4 +262,4 @@ export type ProfileChanged = Message<"kairos.v1.ProfileChanged"> & {
  */
 export const ProfileChangedSchema: GenMessage<ProfileChanged> =
   /*@__PURE__*/
-  messageDesc(file_kairos_v1_profile, 2);
+  messageDesc(file_kairos_v1_profile, 3);

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
 export const file_kairos_v1_profile_service: GenFile =
   /*@__PURE__*/
   fileDesc(
-    "Ch9rYWlyb3MvdjEvcHJvZmlsZV9zZXJ2aWNlLnByb3RvEglrYWlyb3MudjEiUQoRR2V0UHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllciI5ChJHZXRQcm9maWxlUmVzcG9uc2USIwoHcHJvZmlsZRgBIAEoCzISLmthaXJvcy52MS5Qcm9maWxlIlgKF0JhdGNoR2V0UHJvZmlsZXNSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIqCgtpZGVudGlmaWVycxgCIAMoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyIkUKGEJhdGNoR2V0UHJvZmlsZXNSZXNwb25zZRIpCgdyZXN1bHRzGAEgAygLMhgua2Fpcm9zLnYxLlByb2ZpbGVMb29rdXAibgoNUHJvZmlsZUxvb2t1cBIpCgppZGVudGlmaWVyGAEgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISDQoFZm91bmQYAiABKAgSIwoHcHJvZmlsZRgDIAEoCzISLmthaXJvcy52MS5Qcm9maWxlImYKFERlbGV0ZVByb2ZpbGVSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISEAoIc3VwcHJlc3MYAyABKAgiSAoVRGVsZXRlUHJvZmlsZVJlc3BvbnNlEhIKCnByb2ZpbGVfaWQYASABKAkSGwoTaWRlbnRpZmllcnNfcmVtb3ZlZBgCIAEoDTKMAgoOUHJvZmlsZVNlcnZpY2USSQoKR2V0UHJvZmlsZRIcLmthaXJvcy52MS5HZXRQcm9maWxlUmVxdWVzdBodLmthaXJvcy52MS5HZXRQcm9maWxlUmVzcG9uc2USWwoQQmF0Y2hHZXRQcm9maWxlcxIiLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVxdWVzdBojLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVzcG9uc2USUgoNRGVsZXRlUHJvZmlsZRIfLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVxdWVzdBogLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVzcG9uc2ViBnByb3RvMw",
+    "Ch9rYWlyb3MvdjEvcHJvZmlsZV9zZXJ2aWNlLnByb3RvEglrYWlyb3MudjEiUQoRR2V0UHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllciI5ChJHZXRQcm9maWxlUmVzcG9uc2USIwoHcHJvZmlsZRgBIAEoCzISLmthaXJvcy52MS5Qcm9maWxlIlgKF0JhdGNoR2V0UHJvZmlsZXNSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIqCgtpZGVudGlmaWVycxgCIAMoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyIkUKGEJhdGNoR2V0UHJvZmlsZXNSZXNwb25zZRIpCgdyZXN1bHRzGAEgAygLMhgua2Fpcm9zLnYxLlByb2ZpbGVMb29rdXAibgoNUHJvZmlsZUxvb2t1cBIpCgppZGVudGlmaWVyGAEgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISDQoFZm91bmQYAiABKAgSIwoHcHJvZmlsZRgDIAEoCzISLmthaXJvcy52MS5Qcm9maWxlImYKFERlbGV0ZVByb2ZpbGVSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISEAoIc3VwcHJlc3MYAyABKAgiSAoVRGVsZXRlUHJvZmlsZVJlc3BvbnNlEhIKCnByb2ZpbGVfaWQYASABKAkSGwoTaWRlbnRpZmllcnNfcmVtb3ZlZBgCIAEoDSJVChVVbm1lcmdlUHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllciJkChZVbm1lcmdlUHJvZmlsZVJlc3BvbnNlEiQKCHN1cnZpdm9yGAEgASgLMhIua2Fpcm9zLnYxLlByb2ZpbGUSJAoIcmVzdG9yZWQYAiABKAsyEi5rYWlyb3MudjEuUHJvZmlsZTLjAgoOUHJvZmlsZVNlcnZpY2USSQoKR2V0UHJvZmlsZRIcLmthaXJvcy52MS5HZXRQcm9maWxlUmVxdWVzdBodLmthaXJvcy52MS5HZXRQcm9maWxlUmVzcG9uc2USWwoQQmF0Y2hHZXRQcm9maWxlcxIiLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVxdWVzdBojLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVzcG9uc2USUgoNRGVsZXRlUHJvZmlsZRIfLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVxdWVzdBogLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVzcG9uc2USVQoOVW5tZXJnZVByb2ZpbGUSIC5rYWlyb3MudjEuVW5tZXJnZVByb2ZpbGVSZXF1ZXN0GiEua2Fpcm9zLnYxLlVubWVyZ2VQcm9maWxlUmVzcG9uc2ViBnByb3RvMw",
     [file_kairos_v1_profile],
   );
 
@@ -197,6 +197,56 @@ export const DeleteProfileResponseSchema: GenMessage<DeleteProfileResponse> =
   messageDesc(file_kairos_v1_profile_service, 6);
 
 /**
+ * UnmergeProfileRequest names, by one of its identifiers, a profile merged into another.
+ *
+ * @generated from message kairos.v1.UnmergeProfileRequest
+ */
+export type UnmergeProfileRequest = Message<"kairos.v1.UnmergeProfileRequest"> & {
+  /**
+   * @generated from field: string workspace = 1;
+   */
+  workspace: string;
+
+  /**
+   * @generated from field: kairos.v1.Identifier identifier = 2;
+   */
+  identifier?: Identifier | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.UnmergeProfileRequest.
+ * Use `create(UnmergeProfileRequestSchema)` to create a new message.
+ */
+export const UnmergeProfileRequestSchema: GenMessage<UnmergeProfileRequest> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_profile_service, 7);
+
+/**
+ * UnmergeProfileResponse has both profiles after the split.
+ *
+ * @generated from message kairos.v1.UnmergeProfileResponse
+ */
+export type UnmergeProfileResponse = Message<"kairos.v1.UnmergeProfileResponse"> & {
+  /**
+   * @generated from field: kairos.v1.Profile survivor = 1;
+   */
+  survivor?: Profile | undefined;
+
+  /**
+   * @generated from field: kairos.v1.Profile restored = 2;
+   */
+  restored?: Profile | undefined;
+};
+
+/**
+ * Describes the message kairos.v1.UnmergeProfileResponse.
+ * Use `create(UnmergeProfileResponseSchema)` to create a new message.
+ */
+export const UnmergeProfileResponseSchema: GenMessage<UnmergeProfileResponse> =
+  /*@__PURE__*/
+  messageDesc(file_kairos_v1_profile_service, 8);
+
+/**
  * ProfileService serves resolved profiles by any of their identifiers.
  *
  * @generated from service kairos.v1.ProfileService
@@ -227,5 +277,16 @@ export const ProfileService: GenService<{
     methodKind: "unary";
     input: typeof DeleteProfileRequestSchema;
     output: typeof DeleteProfileResponseSchema;
+  };
+  /**
+   * Split a recorded merge back apart: the profile merged in that brought the identifier is
+   * restored with what it had, and its identifiers point at it again.
+   *
+   * @generated from rpc kairos.v1.ProfileService.UnmergeProfile
+   */
+  unmergeProfile: {
+    methodKind: "unary";
+    input: typeof UnmergeProfileRequestSchema;
+    output: typeof UnmergeProfileResponseSchema;
   };
 }> = /*@__PURE__*/ serviceDesc(file_kairos_v1_profile_service, 0);
