@@ -442,8 +442,7 @@ export async function startSegmentation(
         const version = Number(change.version);
         // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
         // exit it made as a merged-away profile.
-        const state =
-          change.unmergedFrom !== "" && got.state.version > version ? emptyState() : got.state;
+        const state = change.unmergedFrom !== "" && got.state.version > version ? emptyState() : got.state;
         if (version < state.version) return; // older than what we already evaluated
         if (version === state.version && state.last !== undefined) {
           // A repeat (redelivery after a crash): publish the same outputs again.
