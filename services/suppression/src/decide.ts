@@ -118,7 +118,7 @@ export type Verdict =
   | { kind: "defer"; reason: "scheduled" | "quiet_hours"; untilMs: number; detail: string }
   | { kind: "suppress"; reason: SuppressReason; detail: string }
   | { kind: "expire"; reason: "expired" | "quiet_hours"; detail: string }
-  | { kind: "cancel"; reason: "cancelled"; detail: string };
+  | { kind: "cancel"; reason: "cancelled" | "profile_deleted"; detail: string };
 
 /** The channels a profile opted out of, from its `opt_out` trait (a list, or one string). */
 export function optOuts(traits: JsonObject | undefined): string[] {

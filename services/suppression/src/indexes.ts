@@ -83,6 +83,12 @@ export class DeferredIndex {
   }
 
   /** The profile's deferred actions that carry any of `keys`. */
+  /** Every deferred action of the profile. */
+  ofProfile(workspace: string, profileId: string): DeferredRef[] {
+    const set = this.byProfile.get(profileKey(workspace, profileId));
+    return [...(set ?? [])].map((k) => this.byKey.get(k)).filter((r): r is DeferredRef => r !== undefined);
+  }
+
   withCancelKeys(workspace: string, profileId: string, keys: readonly string[]): DeferredRef[] {
     const set = this.byProfile.get(profileKey(workspace, profileId));
     if (set === undefined) return [];

@@ -126,12 +126,7 @@ const statusOf = {
  * starting at `fromMs` (the backfill window) so that a restarted replica starts
  * warm; misses go to identity.
  */
-function followProfiles(
-  runtime: ServiceRuntime,
-  view: ProfileView,
-  fromMs: number,
-  onDeleted: (change: ProfileChanged) => Promise<void>,
-): void {
+function followProfiles(runtime: ServiceRuntime, view: ProfileView, fromMs: number): void {
   let stopping = false;
   let iter: { close(): Promise<void | Error> } | undefined;
   new Gauge({
@@ -164,7 +159,6 @@ function followProfiles(
             continue;
           }
           view.apply(change);
-          if (change.deleted) await onDeleted(change);
         }
       } catch (e) {
         if (stopping) return;
@@ -219,17 +213,7 @@ export async function startSuppression(
     const identityLookup = opts.profiles ?? grpcProfileLookup(cfg.IDENTITY_GRPC_ADDR, cfg.IDENTITY_TIMEOUT);
     const view = new ProfileView(cfg.PROFILE_VIEW_SIZE);
     const profiles = cfg.PROFILE_VIEW_SIZE > 0 ? viewedProfileLookup(view, identityLookup) : identityLookup;
-    // A deleted customer (GDPR): every action already handed to a channel is withdrawn there
-    // (the key is checked before each delivery); deferred ones find no profile when released.
-    // Marked at the deletion's time: what was intended after it (a removal from an ad audience
-    // that the deletion itself causes, or a re-created customer's actions) goes ahead.
-    const onDeleted = (change: ProfileChanged) =>
-      cancellations.mark(change.workspace, change.profileId, [PROFILE_DELETED_KEY], {
-        atMs: change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt),
-        reason: "profile_deleted",
-      });
-    if (cfg.PROFILE_VIEW_SIZE > 0)
-      followProfiles(runtime, view, clock() - cfg.PROFILE_VIEW_BACKFILL, onDeleted);
+    if (cfg.PROFILE_VIEW_SIZE > 0) followProfiles(runtime, view, clock() - cfg.PROFILE_VIEW_BACKFILL);
     runtime.lifecycle.add("connections", "profile-lookup", () => profiles.close());
     runtime.metrics.stageObjective.set({ stage: "suppress" }, 0.005);
     const registers = [runtime.metrics.registry];
@@ -635,34 +619,75 @@ export async function startSuppression(
       });
     };
 
-    // A later event that, by policy, cancels pending actions.
-    if (mesh.workspaces.some((w) => w.suppression.cancelOn.length > 0)) {
-      await runtime.consume(profilesConsumer, {
-        stage: "cancel-on-event",
-        concurrency: cfg.CONCURRENCY,
-        decode: (b) => fromBinary(ProfileChangedSchema, b),
-        handle: async (change) => {
-          const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
-          for (const [i, rule] of rules.entries()) {
-            if (rule.event !== change.eventName || change.eventName === "") continue;
-            const keys = [
-              ...rule.journeys.map((j) => `journey:${j}:${change.profileId}`),
-              ...rule.cancelKeys.map((k) => k.replaceAll("{{profile_id}}", change.profileId)),
-            ];
-            await publishCancellation(
-              create(CancellationSchema, {
-                cancellationId: `${change.workspace}:${change.eventId}:cancelOn${i}`,
-                workspace: change.workspace,
-                profileId: change.profileId,
-                cancelKeys: keys,
-                reason: `event ${change.eventName}`,
-                cancelledAt: change.eventReceivedAt ?? timestampFromMs(clock()),
-              }),
-            );
-          }
-        },
+    /**
+     * A deleted customer (GDPR): every action already handed to a channel is withdrawn there (the
+     * `profile:deleted` key is checked before each delivery), deferred ones are withdrawn here
+     * (CANCELLED, profile_deleted), and the contact record is erased. Marked at the deletion's
+     * time: what was intended after it (a removal from an ad audience that the deletion itself
+     * causes, or a re-created customer's actions) goes ahead.
+     */
+    const forget = async (change: ProfileChanged) => {
+      const atMs = change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt);
+      await cancellations.mark(change.workspace, change.profileId, [PROFILE_DELETED_KEY], {
+        atMs,
+        reason: "profile_deleted",
       });
-    }
+      for (const ref of deferred.ofProfile(change.workspace, change.profileId)) {
+        if (ref.intendedAtMs > atMs) continue;
+        const found = await stores.getDeferred(ref.key);
+        if (found === undefined) continue;
+        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
+        await lock.run(profileLock(change.workspace, change.profileId), () =>
+          settle(
+            intent,
+            { kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" },
+            undefined,
+            clock(),
+            found.entry.untilMs,
+          ),
+        );
+      }
+      await lock.run(profileLock(change.workspace, change.profileId), () =>
+        stores.deleteContact(change.workspace, change.profileId),
+      );
+      deletions.inc();
+    };
+    const deletions = new Counter({
+      name: "kairos_suppression_deleted_profiles_total",
+      help: "Deleted customers forgotten: deferred actions withdrawn, contact record erased.",
+      registers,
+    });
+
+    // Every profile change: a deletion is honoured; a later event may, by policy, cancel pending actions.
+    await runtime.consume(profilesConsumer, {
+      stage: "profile-change",
+      concurrency: cfg.CONCURRENCY,
+      decode: (b) => fromBinary(ProfileChangedSchema, b),
+      handle: async (change) => {
+        if (change.deleted) {
+          await forget(change);
+          return;
+        }
+        const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
+        for (const [i, rule] of rules.entries()) {
+          if (rule.event !== change.eventName || change.eventName === "") continue;
+          const keys = [
+            ...rule.journeys.map((j) => `journey:${j}:${change.profileId}`),
+            ...rule.cancelKeys.map((k) => k.replaceAll("{{profile_id}}", change.profileId)),
+          ];
+          await publishCancellation(
+            create(CancellationSchema, {
+              cancellationId: `${change.workspace}:${change.eventId}:cancelOn${i}`,
+              workspace: change.workspace,
+              profileId: change.profileId,
+              cancelKeys: keys,
+              reason: `event ${change.eventName}`,
+              cancelledAt: change.eventReceivedAt ?? timestampFromMs(clock()),
+            }),
+          );
+        }
+      },
+    });
 
     const validate = (req: { workspace: string; profileId: string; channel: string }) => {
       const missing = missingFields({

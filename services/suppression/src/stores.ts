@@ -194,6 +194,13 @@ export class SuppressionStores {
     }
   }
 
+  /** Erases the profile's contact record (a deleted customer): consent, preferences, counted sends. */
+  async deleteContact(ws: string, profileId: string): Promise<void> {
+    const key = this.contactKey(ws, profileId);
+    this.cache?.drop(key);
+    await this.contactKv.purge(key);
+  }
+
   /** Read, change and write the record, again on a conflict; returns what was written. */
   async updateContact(
     ws: string,
