@@ -115,6 +115,7 @@ describe("gRPC server built from descriptors", () => {
       "BatchGetProfiles",
       "DeleteProfile",
       "GetProfile",
+      "UnmergeProfile",
     ]);
     expect(sorted(listed["kairos.v1.SegmentService"])).toEqual(["ListMemberships", "ListSegmentMembers"]);
     expect(sorted(listed["kairos.v1.SuppressionService"])).toEqual([
