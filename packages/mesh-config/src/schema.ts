@@ -143,6 +143,11 @@ export const identifierRuleSchema = z.object({
   normalize: z.enum(["none", "trim", "email", "phone"]).default("trim"),
   /** At most this many identifiers of this type on one profile; an event that would exceed it does not merge. */
   limit: z.number().int().positive().optional(),
+  /**
+   * With `limit`: only identifiers added within this long count towards it (e.g. at most 5 emails
+   * added in 30 days); none: all of them, ever.
+   */
+  limitWindow: duration.optional(),
 });
 
 /** A workspace's identity rules; identifiers are listed in priority order, strongest first. */

@@ -76,4 +76,35 @@ describe("identity rules", () => {
     // Within limits: nothing dropped.
     expect(rules.withinLimits([{ type: "email", value: "a@x.org" }], () => onProfile).dropped).toEqual([]);
   });
+
+  it("counts only identifiers added within a limit's window", () => {
+    const windowed = compileRules(
+      parseMeshConfig(`
+workspaces:
+  - id: ws
+    identity:
+      identifiers:
+        - { type: user_id, field: userId, limit: 1 }
+        - { type: email, field: traits.email, normalize: email, limit: 2, limitWindow: 30d }
+`).workspaces[0]!.identity,
+    );
+    const now = Date.parse("2026-11-30T12:00:00Z");
+    const day = 86_400_000;
+    const onProfile = [
+      { type: "user_id", value: "u-1" },
+      { type: "email", value: "old@x.org", addedAtMs: now - 40 * day },
+      { type: "email", value: "recent@x.org", addedAtMs: now - 2 * day },
+    ];
+    const ids: Ident[] = [
+      { type: "user_id", value: "u-1" },
+      { type: "email", value: "third@x.org" },
+    ];
+    // The old one has left the window: two in 30 days, within the limit.
+    expect(windowed.withinLimits(ids, () => onProfile, now).dropped).toEqual([]);
+    // Both recent: a third would be too many.
+    const recent = onProfile.map((i) => (i.type === "email" ? { ...i, addedAtMs: now - day } : i));
+    expect(windowed.withinLimits(ids, () => recent, now).dropped).toEqual([
+      { type: "email", value: "third@x.org" },
+    ]);
+  });
 });

@@ -25,11 +25,14 @@ export interface CompiledRules {
   /**
    * The event identifiers to keep so that the profile they resolve to stays within the
    * per-type limits: the lowest-priority ones are dropped first (at least one is kept).
-   * `existing(ids)` gives the identifiers already on the profiles those ids resolve to.
+   * `existing(ids)` gives the identifiers already on the profiles those ids resolve to, with
+   * when each was added where known (a type's `limitWindow` counts only those added within it
+   * before `nowMs`; one of unknown age counts).
    */
   withinLimits(
     ids: readonly Ident[],
-    existing: (ids: readonly Ident[]) => readonly Ident[],
+    existing: (ids: readonly Ident[]) => readonly (Ident & { addedAtMs?: number })[],
+    nowMs?: number,
   ): { kept: Ident[]; dropped: Ident[] };
 }
 
@@ -111,9 +114,13 @@ export function compileRules(
     const v = normalizeWith(rule, value);
     return v === undefined || isBlocked(v) ? undefined : v;
   };
-  const overLimit = (ids: readonly Ident[]) => {
+  const overLimit = (ids: readonly (Ident & { addedAtMs?: number })[], nowMs: number) => {
     const counts = new Map<string, Set<string>>();
-    for (const id of ids) counts.set(id.type, (counts.get(id.type) ?? new Set()).add(id.value));
+    for (const id of ids) {
+      const window = byType.get(id.type)?.limitWindow;
+      if (window !== undefined && id.addedAtMs !== undefined && id.addedAtMs < nowMs - window) continue;
+      counts.set(id.type, (counts.get(id.type) ?? new Set()).add(id.value));
+    }
     return rules.some((r) => r.limit !== undefined && (counts.get(r.type)?.size ?? 0) > r.limit);
   };
   return {
@@ -132,10 +139,10 @@ export function compileRules(
       }
       return out;
     },
-    withinLimits(ids, existing) {
+    withinLimits(ids, existing, nowMs = Date.now()) {
       const kept = [...ids].sort((a, b) => (priority.get(a.type) ?? 99) - (priority.get(b.type) ?? 99));
       const dropped: Ident[] = [];
-      while (kept.length > 1 && overLimit([...existing(kept), ...kept])) dropped.push(kept.pop()!);
+      while (kept.length > 1 && overLimit([...existing(kept), ...kept], nowMs)) dropped.push(kept.pop()!);
       return { kept, dropped };
     },
   };

@@ -50,6 +50,8 @@ export interface ProfileRecord {
    * Absent in records written before it existed: such values count as oldest.
    */
   traitTimes?: Record<string, number>;
+  /** When each identifier (`type` NUL `value`) was added (for limits with a window). */
+  identifierTimes?: Record<string, number>;
   /** Aggregates behind the workspace's computed traits (see computed.ts). */
   computed?: ComputedState;
   mergedFrom: string[];
@@ -117,10 +119,28 @@ export function appliedVersion(p: ProfileRecord, eventId: string): number | unde
   return appliedChange(p, eventId)?.version;
 }
 
-function addIdentifiers(p: ProfileRecord, ids: readonly Ident[]): void {
+/** The key of an identifier in `identifierTimes`. */
+export const identKey = (i: Ident) => `${i.type}\u0000${i.value}`;
+
+function addIdentifiers(
+  p: ProfileRecord,
+  ids: readonly Ident[],
+  atMs: (i: Ident) => number | undefined,
+): void {
   for (const i of ids) {
-    if (!p.identifiers.some((x) => x.type === i.type && x.value === i.value)) p.identifiers.push({ ...i });
+    if (p.identifiers.some((x) => x.type === i.type && x.value === i.value)) continue;
+    p.identifiers.push({ type: i.type, value: i.value });
+    const at = atMs(i);
+    if (at !== undefined) (p.identifierTimes ??= {})[identKey(i)] = at;
   }
+}
+
+/** The profile's identifiers with when each was added, where known. */
+export function identifiersWithTimes(p: ProfileRecord): (Ident & { addedAtMs?: number })[] {
+  return p.identifiers.map((i) => {
+    const at = p.identifierTimes?.[identKey(i)];
+    return at === undefined ? i : { ...i, addedAtMs: at };
+  });
 }
 
 /**
@@ -128,7 +148,7 @@ function addIdentifiers(p: ProfileRecord, ids: readonly Ident[]): void {
  * traits whose value changed. `p` is modified in place.
  */
 export function applyEvent(p: ProfileRecord, e: Event, ids: readonly Ident[], nowMs: number): JsonObject {
-  addIdentifiers(p, ids);
+  addIdentifiers(p, ids, () => nowMs);
   const changed: JsonObject = {};
   const at = eventTimeMs(e, nowMs);
   const times = (p.traitTimes ??= {});
@@ -183,7 +203,7 @@ export function mergeInto(
     added: loser.identifiers.filter((i) => !survivor.identifiers.some((x) => sameIdent(x, i))),
     replaced: {},
   };
-  addIdentifiers(survivor, loser.identifiers);
+  addIdentifiers(survivor, loser.identifiers, (i) => loser.identifierTimes?.[identKey(i)]);
   const loserNewer = loser.updatedAtMs > survivor.updatedAtMs;
   const sTimes = (survivor.traitTimes ??= {});
   const lTimes = loser.traitTimes ?? {};
@@ -252,6 +272,7 @@ export function splitOff(
     throw new Error(`profile ${merged.profileId} is not merged into ${survivor.profileId}`);
   const s = structuredClone(survivor);
   s.identifiers = s.identifiers.filter((i) => !m.added.some((x) => sameIdent(x, i)));
+  for (const i of m.added) delete s.identifierTimes?.[identKey(i)];
   const times = (s.traitTimes ??= {});
   for (const [k, before] of Object.entries(m.replaced)) {
     const unchanged =

@@ -10,6 +10,7 @@ import {
   applyEvent,
   eventTimeMs,
   appliedChange,
+  identifiersWithTimes,
   mergeInto,
   newProfile,
   pickSurvivor,
@@ -143,16 +144,16 @@ export class Resolver {
     // lowest-priority identifiers are dropped until the rest fit.
     const existing = (kept: readonly Ident[]) => {
       const seen = new Set<string>();
-      const out: Ident[] = [];
+      const out: (Ident & { addedAtMs?: number })[] = [];
       for (const id of kept) {
         const p = at(id)?.profile;
         if (p === undefined || seen.has(p.value.profileId)) continue;
         seen.add(p.value.profileId);
-        out.push(...p.value.identifiers);
+        out.push(...identifiersWithTimes(p.value));
       }
       return out;
     };
-    const { kept, dropped } = this.rulesFor(ws).withinLimits(ids, existing);
+    const { kept, dropped } = this.rulesFor(ws).withinLimits(ids, existing, now);
     if (dropped.length > 0 && attemptNo === 1) this.onDropped(event, dropped);
     ids.splice(0, ids.length, ...kept);
 
