@@ -8,6 +8,7 @@ case "$what" in
   bus) exec pnpm exec tsx bench/bus-ceiling.ts ;;
   e2e) exec pnpm exec tsx bench/end-to-end.ts ;;
   identity) exec pnpm exec tsx bench/identity-drain.ts ;;
+  lookup) exec pnpm exec tsx bench/profile-lookup.ts ;;
   suppression) exec pnpm exec tsx bench/suppression.ts ;;
   dispatch) exec pnpm exec tsx bench/dispatch.ts ;;
   timers) exec pnpm exec tsx bench/timers.ts ;;
