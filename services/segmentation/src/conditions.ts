@@ -6,28 +6,43 @@
 import { celEnv, isCelError, parse, plan, type CelInput } from "@bufbuild/cel";
 import type { JsonObject, JsonValue } from "@bufbuild/protobuf";
 import type { ProfileChanged } from "@kairos/contracts";
+import { compileFast, UNSURE, type JsonVars } from "./fast-cel.js";
 
 export type Verdict = { ok: true; value: boolean } | { ok: false; error: string };
 
 /** A compiled condition. */
 export type Condition = (bindings: Bindings) => Verdict;
 
-export type Bindings = Record<string, CelInput>;
+/** A change's variables: as plain JSON (the fast path), and as CEL input (built when needed). */
+export interface Bindings {
+  readonly vars: JsonVars;
+  cel(): Record<string, CelInput>;
+}
 
 const env = celEnv();
 
 /** Compiles `expr`; throws with the expression named if it does not parse. */
 export function compileCondition(expr: string): Condition {
-  let program: (b: Bindings) => unknown;
+  let program: (b: Record<string, CelInput>) => unknown;
+  let fast: ((vars: JsonVars) => boolean) | undefined;
   try {
-    program = plan(env, parse(expr));
+    const parsed = parse(expr);
+    program = plan(env, parsed);
+    fast = parsed.expr === undefined ? undefined : compileFast(parsed.expr);
   } catch (e) {
     throw new Error(`CEL condition ${JSON.stringify(expr)}: ${e instanceof Error ? e.message : String(e)}`);
   }
   return (bindings) => {
+    if (fast !== undefined) {
+      try {
+        return { ok: true, value: fast(bindings.vars) };
+      } catch (e) {
+        if (e !== UNSURE) throw e;
+      }
+    }
     let r: unknown;
     try {
-      r = program(bindings);
+      r = program(bindings.cel());
     } catch (e) {
       return { ok: false, error: e instanceof Error ? e.message : String(e) };
     }
@@ -55,19 +70,24 @@ export function bindingsOf(change: ProfileChanged): Bindings {
   const traits: JsonObject = p?.traits ?? {};
   const computed: JsonObject = p?.computedTraits ?? {};
   const identifiers = (p?.identifiers ?? []).map((i) => ({ type: i.type, value: i.value }));
-  return {
-    profile: toCel({
+  const vars: JsonVars = {
+    profile: {
       profile_id: change.profileId,
       id: change.profileId,
       traits,
       computed_traits: computed,
       computed,
       identifiers,
-    }),
-    event: toCel({
+    },
+    event: {
       name: change.eventName,
       type: change.eventType,
       properties: change.eventProperties ?? {},
-    }),
+    },
+  };
+  let cel: Record<string, CelInput> | undefined;
+  return {
+    vars,
+    cel: () => (cel ??= { profile: toCel(vars.profile), event: toCel(vars.event) }),
   };
 }
