@@ -63,17 +63,31 @@ try {
     services: ["identity"],
   });
   const client = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
-  const lookup = async (dueAt: number) => {
+  let failed = 0;
+  let firstError = "";
+  /** Latency from when the call was due; a failed call (e.g. identity overloaded) is counted apart. */
+  const lookup = async (dueAt: number): Promise<number | undefined> => {
     const c = Math.floor(Math.random() * PROFILES);
-    const res = await client.getProfile({ workspace: WS, identifier: { type: "user_id", value: `u-${c}` } });
-    if (res.profile?.traits?.first_name !== `Name${c}`) throw new Error(`wrong profile for u-${c}`);
-    return performance.now() - dueAt;
+    try {
+      const res = await client.getProfile({
+        workspace: WS,
+        identifier: { type: "user_id", value: `u-${c}` },
+      });
+      if (res.profile?.traits?.first_name !== `Name${c}`) throw new Error(`wrong profile for u-${c}`);
+      return performance.now() - dueAt;
+    } catch (e) {
+      failed++;
+      firstError ||= e instanceof Error ? e.message : String(e);
+      return undefined;
+    }
   };
+  const ok = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
   for (let i = 0; i < 2000; i++) await lookup(performance.now()); // warm-up (connections, JIT)
 
   const paced: Record<string, unknown>[] = [];
   for (const rate of RATES) {
-    const calls: Promise<number>[] = [];
+    const calls: Promise<number | undefined>[] = [];
+    const failedBefore = failed;
     const start = performance.now();
     for (let i = 0; i < rate * SECONDS; i++) {
       const dueAt = start + (i * 1000) / rate;
@@ -81,12 +95,17 @@ try {
       if (wait > 1) await sleep(wait);
       calls.push(lookup(dueAt));
     }
-    const took = await Promise.all(calls);
+    const took = ok(await Promise.all(calls));
     const wall = (performance.now() - start) / 1000;
-    paced.push({ rate_per_s: rate, achieved_per_s: Math.round(took.length / wall), ...summarize(took) });
+    paced.push({
+      rate_per_s: rate,
+      achieved_per_s: Math.round(took.length / wall),
+      failed: failed - failedBefore,
+      ...summarize(took),
+    });
   }
   // One caller back to back: the service's own latency without queueing.
-  const single: number[] = [];
+  const single: (number | undefined)[] = [];
   for (let i = 0; i < 3000; i++) single.push(await lookup(performance.now()));
   client.close();
 
@@ -95,7 +114,8 @@ try {
       profiles: PROFILES,
       load_seconds: Math.round(loadS),
       paced,
-      one_caller: summarize(single),
+      one_caller: summarize(ok(single)),
+      ...(firstError === "" ? {} : { first_error: firstError }),
       identity_peak_rss_mib: await peakRssMiB(mesh.pid("identity")),
       nats_peak_rss_mib: await peakRssMiB(nats.pid),
     })}`,

@@ -259,7 +259,7 @@ export async function startSegmentation(
         const journey = ws?.config.journeys.find((j) => j.name === t.journey);
         if (ws === undefined || journey === undefined || nodeAt(journey, t.path)?.branches === undefined)
           return undefined; // removed from the config since
-        const { state } = await store.get(t.workspace, t.profileId);
+        const { state } = await store.get(t.workspace, t.profileId, { fresh: true });
         if ((state.exitedAt?.[journey.name] ?? -1) >= t.startedAtMs) return undefined; // left it
         const profile = await profiles.get(t.workspace, t.profileId);
         if (profile === undefined) return undefined; // deleted
@@ -457,19 +457,21 @@ export async function startSegmentation(
           if (e instanceof WriteConflict && attempt < 10) continue;
           throw e;
         }
-        for (const t of plan.transitions) {
-          transitionsTotal.inc({
-            workspace: change.workspace,
-            segment: t.segment,
-            change: t.entered ? "entered" : "exited",
-          });
-          await store.setMember(
-            change.workspace,
-            t.segment,
-            change.profileId,
-            t.entered ? next.members[t.segment] : undefined,
-          );
-        }
+        await Promise.all(
+          plan.transitions.map((t) => {
+            transitionsTotal.inc({
+              workspace: change.workspace,
+              segment: t.segment,
+              change: t.entered ? "entered" : "exited",
+            });
+            return store.setMember(
+              change.workspace,
+              t.segment,
+              change.profileId,
+              t.entered ? next.members[t.segment] : undefined,
+            );
+          }),
+        );
         await publishPlan(ws, change, plan);
         return;
       }
@@ -515,7 +517,7 @@ export async function startSegmentation(
           if (req.workspace === "" || req.profileId === "") {
             throw new GrpcError(grpc.status.INVALID_ARGUMENT, "workspace and profile_id are required");
           }
-          const { state } = await store.get(req.workspace, req.profileId);
+          const { state } = await store.get(req.workspace, req.profileId, { fresh: true });
           return {
             memberships: Object.entries(state.members).map(([segment, since]) => ({
               segment,

@@ -40,21 +40,39 @@ export class MembershipStore {
     );
   }
 
-  async get(ws: string, profileId: string): Promise<{ state: MembershipState; revision: number }> {
-    const e = await this.state.get(`${ws}.${profileId}`);
+  /**
+   * The profile's record and its revision, from the cache when this process holds it (the
+   * resolve path: a stale entry only makes the next write conflict), or with `fresh` from the
+   * bucket (what is served to readers). The record is shared: treat it as read-only.
+   */
+  async get(
+    ws: string,
+    profileId: string,
+    { fresh = false } = {},
+  ): Promise<{ state: MembershipState; revision: number }> {
+    const key = `${ws}.${profileId}`;
+    if (!fresh) {
+      const hit = this.cache.get(key);
+      if (hit !== undefined) return hit;
+    }
+    const e = await this.state.get(key);
     if (e === null || e.operation !== "PUT" || e.value.length === 0)
       return { state: emptyState(), revision: 0 };
-    return { state: JSON.parse(dec.decode(e.value)) as MembershipState, revision: e.revision };
+    const v = { state: JSON.parse(dec.decode(e.value)) as MembershipState, revision: e.revision };
+    this.remember(key, v);
+    return v;
   }
 
-  /** Compare-and-set write; `revision` 0 creates. */
+  /** Compare-and-set write; `revision` 0 creates. A conflict drops the cached record. */
   async put(ws: string, profileId: string, s: MembershipState, revision: number): Promise<void> {
     const key = `${ws}.${profileId}`;
     const data = enc.encode(JSON.stringify(s));
     try {
-      if (revision === 0) await this.state.create(key, data);
-      else await this.state.update(key, data, revision);
+      const written =
+        revision === 0 ? await this.state.create(key, data) : await this.state.update(key, data, revision);
+      this.remember(key, { state: s, revision: written });
     } catch (e) {
+      this.cache.delete(key);
       if (e instanceof Error && /wrong last sequence|key exists/i.test(e.message))
         throw new WriteConflict(key);
       throw e;
