@@ -20,6 +20,9 @@ export interface Bindings {
 }
 
 const env = celEnv();
+// Shared answers: a change evaluates every segment's condition, so no allocation per condition.
+const HOLDS: Verdict = Object.freeze({ ok: true, value: true });
+const FAILS: Verdict = Object.freeze({ ok: true, value: false });
 
 /** Compiles `expr`; throws with the expression named if it does not parse. */
 export function compileCondition(expr: string): Condition {
@@ -35,7 +38,7 @@ export function compileCondition(expr: string): Condition {
   return (bindings) => {
     if (fast !== undefined) {
       try {
-        return { ok: true, value: fast(bindings.vars) };
+        return fast(bindings.vars) ? HOLDS : FAILS;
       } catch (e) {
         if (e !== UNSURE) throw e;
       }
