@@ -50,7 +50,7 @@ export type Resolution =
 
 const MAX_ATTEMPTS = 12;
 /** How long a claim on an identifier may wait for its profile to be written before it is taken over. */
-const STALE_CLAIM_MS = 5_000;
+export const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
 export class Resolver {
@@ -62,6 +62,12 @@ export class Resolver {
     private readonly rulesFor: (workspace: string) => CompiledRules = () => defaultRules,
     /** Told when identifiers were dropped from an event to keep a profile within its limits. */
     private readonly onDropped: (event: Event, dropped: Ident[]) => void = () => undefined,
+    private readonly opts: {
+      /** The store itself, past any cache (to check claims); default the store given. */
+      fresh?: ProfileStore;
+      /** How long a claim waits for its profile before it is taken over (default 5 s). */
+      staleClaimMs?: number;
+    } = {},
   ) {}
 
   async resolve(event: Event): Promise<Resolution> {
@@ -168,7 +174,11 @@ export class Resolver {
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
-        if (!ownClaims.has(l.pending) && now - (l.claimedAt ?? 0) < STALE_CLAIM_MS) freshClaim = true;
+        if (
+          !ownClaims.has(l.pending) &&
+          now - (l.claimedAt ?? 0) < (this.opts.staleClaimMs ?? STALE_CLAIM_MS)
+        )
+          freshClaim = true;
       }
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
@@ -223,6 +233,7 @@ export class Resolver {
     if (s.revision === 0) ownClaims.add(record.profileId);
     await this.pointIndex(ws, record, lookupIds, entries);
     if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
+    if (s.revision === 0) await this.checkClaims(ws, record);
     for (const l of losers) {
       await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
     }
@@ -234,6 +245,26 @@ export class Resolver {
       changedTraits,
       merged: losers.map((l) => l.value.profileId),
     };
+  }
+
+  /**
+   * After a new profile is written: a claim of ours taken over meanwhile (we were slow, not dead,
+   * and another writer pointed the identifier elsewhere) would leave this profile split off. Then
+   * the resolution runs again: it finds both profiles and merges them (the event, applied here,
+   * is recognised and not applied twice).
+   */
+  private async checkClaims(ws: string, p: ProfileRecord): Promise<void> {
+    const fresh = this.opts.fresh ?? this.store;
+    const entries = await Promise.all(p.identifiers.map((id) => fresh.lookup(ws, id)));
+    const lost = p.identifiers.filter((_, i) => {
+      const e = entries[i];
+      return e === undefined || !("profileId" in e.value) || e.value.profileId !== p.profileId;
+    });
+    if (lost.length === 0) return;
+    for (const id of lost) this.store.forget?.(ws, id);
+    throw new WriteConflict(
+      `claims on ${lost.map((i) => i.type).join(", ")} of new profile ${p.profileId} taken over`,
+    );
   }
 
   /** Makes every identifier of the profile point at it (new ones, and those of merged profiles). */

@@ -58,6 +58,11 @@ export const configSpec = {
   MONGODB_DB: env.string("kairos"),
   /** Profiles and identifiers kept in the resolve path's cache. */
   CACHE_ENTRIES: env.int(200_000, { min: 0, max: 10_000_000 }),
+  /**
+   * How long an identifier claimed for a new profile waits for that profile to be written before
+   * another writer takes the claim over (the first is presumed dead).
+   */
+  CLAIM_TAKEOVER: env.duration(5000),
   /** How often profiles whose windowed computed traits slid are looked for. */
   WINDOW_TICK: env.duration(250),
 };
@@ -185,7 +190,10 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         "identifiers dropped from an event: merging would exceed the workspace's identifier limits",
       );
     };
-    const resolver = new Resolver(cached, clock, rulesFor, onDropped);
+    const resolver = new Resolver(cached, clock, rulesFor, onDropped, {
+      fresh: store,
+      staleClaimMs: cfg.CLAIM_TAKEOVER,
+    });
     const reader = new Resolver(store, clock, rulesFor);
     const lock = new KeyedLock();
     const results = new Counter({

@@ -38,6 +38,8 @@ export interface ProfileStore {
   unlink(workspace: string, id: Ident): Promise<void>;
   /** Answers once the store is reachable. */
   ping(): Promise<boolean>;
+  /** Forgets what a cache in front of the store holds for the identifier (no-op without one). */
+  forget?(workspace: string, id: Ident): void;
 }
 
 const enc = new TextEncoder();
@@ -202,6 +204,10 @@ export class CachingProfileStore implements ProfileStore {
   async unlink(workspace: string, id: Ident): Promise<void> {
     this.index.delete(indexKey(workspace, id));
     await this.inner.unlink(workspace, id);
+  }
+
+  forget(workspace: string, id: Ident): void {
+    this.index.delete(indexKey(workspace, id));
   }
 
   ping(): Promise<boolean> {
