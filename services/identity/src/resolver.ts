@@ -231,9 +231,13 @@ export class Resolver {
     // merged ones. A conflict at any step retries from the start with nothing half-applied:
     // the event lands on the profile only once its identifiers point there.
     if (s.revision === 0) ownClaims.add(record.profileId);
-    await this.pointIndex(ws, record, lookupIds, entries);
+    const claimedAt = this.clock();
+    await this.pointIndex(ws, record, lookupIds, entries, claimedAt);
     if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
-    if (s.revision === 0) await this.checkClaims(ws, record);
+    // Another writer may take a claim over once it looks stale; a writer this quick gave nobody the
+    // chance (half the window, for clocks that differ between replicas).
+    const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
+    if (s.revision === 0 && this.clock() - claimedAt >= stale / 2) await this.checkClaims(ws, record);
     for (const l of losers) {
       await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
     }
@@ -273,8 +277,9 @@ export class Resolver {
     p: ProfileRecord,
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
+    claimedAt: number,
   ): Promise<void> {
-    const target = { profileId: p.profileId, claimedAt: this.clock() };
+    const target = { profileId: p.profileId, claimedAt };
     await Promise.all(
       p.identifiers.map(async (id) => {
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
