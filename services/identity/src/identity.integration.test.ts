@@ -244,8 +244,15 @@ describe("unmerge", () => {
       merged?.merges.map((m) => ({
         eventId: m.eventId,
         identifiers: m.identifiers.map((i) => `${i.type}:${i.value}`),
+        linkedBy: m.linkedBy.map((i) => `${i.type}:${i.value}`),
       })),
-    ).toEqual([{ eventId: login.messageId, identifiers: ["anonymous_id:anon-split"] }]);
+    ).toEqual([
+      {
+        eventId: login.messageId,
+        identifiers: ["anonymous_id:anon-split"],
+        linkedBy: ["anonymous_id:anon-split"],
+      },
+    ]);
     const mergedAway = merged!.merges[0]!.profileId;
     expect(mergedAway).toBe(before?.profileId);
 

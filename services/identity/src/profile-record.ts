@@ -31,6 +31,8 @@ export interface MergeRecord {
   atMs: number;
   /** The event whose identifiers joined the two ("" when not known). */
   eventId: string;
+  /** Why: the event's identifiers that led to the merged profile. */
+  linkedBy?: Ident[];
   /** The identifiers the merge added to the survivor. */
   added: Ident[];
   /** Traits the merge took from the merged profile: the survivor's value (and its time) before. */
@@ -193,13 +195,16 @@ export function pickSurvivor(
 export function mergeInto(
   survivor: ProfileRecord,
   loser: ProfileRecord,
-  meta: { atMs: number; eventId: string } = { atMs: 0, eventId: "" },
+  meta: { atMs: number; eventId: string; linkedBy?: Ident[] } = { atMs: 0, eventId: "" },
 ): void {
   const recorded = survivor.merges?.some((m) => m.profileId === loser.profileId) ?? false;
   const record: MergeRecord = {
     profileId: loser.profileId,
     atMs: meta.atMs,
     eventId: meta.eventId,
+    ...(meta.linkedBy === undefined
+      ? {}
+      : { linkedBy: meta.linkedBy.map((i) => ({ type: i.type, value: i.value })) }),
     added: loser.identifiers.filter((i) => !survivor.identifiers.some((x) => sameIdent(x, i))),
     replaced: {},
   };

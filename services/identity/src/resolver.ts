@@ -217,7 +217,11 @@ export class Resolver {
         if (p !== undefined && p.value.mergedInto === undefined) losers.push(p);
       }
     }
-    for (const l of losers) mergeInto(record, l.value, { atMs: now, eventId: event.messageId });
+    for (const l of losers) {
+      // Why: the event's identifiers that led to the merged profile.
+      const linkedBy = considered.filter((id) => at(id)?.profile?.value.profileId === l.value.profileId);
+      mergeInto(record, l.value, { atMs: now, eventId: event.messageId, linkedBy });
+    }
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};

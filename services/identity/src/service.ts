@@ -103,6 +103,7 @@ export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.
       mergedAt: timestampFromMs(m.atMs),
       eventId: m.eventId,
       identifiers: m.added,
+      linkedBy: m.linkedBy ?? [],
     })),
   });
 }
