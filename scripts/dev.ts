@@ -154,7 +154,8 @@ async function main() {
   const natsPort = await place(4222);
   log(`starting nats-server (JetStream, store ${dataDir}) on 127.0.0.1:${natsPort}`);
   log(`services: ${services.map((s) => s.name).join(", ") || "(none yet)"}`);
-  const nats = await NatsServer.start({ port: natsPort, storeDir: dataDir });
+  // Out of reach of the terminal's Ctrl-C: it stops after the services have drained into it.
+  const nats = await NatsServer.start({ port: natsPort, storeDir: dataDir, ownGroup: true });
 
   const children: { info: ServiceInfo; child: Child }[] = [];
   let endpoint: Awaited<ReturnType<typeof startChannelEndpoint>> | undefined;

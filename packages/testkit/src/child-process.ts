@@ -8,6 +8,11 @@ export interface ChildOptions {
   name?: string;
   /** Echo output to the parent's stderr, prefixed by name. */
   echo?: boolean;
+  /**
+   * Its own process group: a Ctrl-C in the terminal (SIGINT to the foreground group) does not
+   * reach it, so the parent stops it when it chooses (e.g. NATS after the services have drained).
+   */
+  ownGroup?: boolean;
 }
 
 /** A running child whose output lines are kept for `waitForLine`. */
@@ -108,6 +113,7 @@ export function startChild(command: string, args: string[], opts: ChildOptions =
     cwd: opts.cwd,
     env: opts.env ?? process.env,
     stdio: ["ignore", "pipe", "pipe"],
+    detached: opts.ownGroup ?? false,
   });
   live.add(proc);
   proc.once("exit", () => live.delete(proc));

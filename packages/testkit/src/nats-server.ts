@@ -17,6 +17,8 @@ export interface NatsServerOptions {
   storeDir?: string;
   /** Extra nats-server arguments. */
   args?: string[];
+  /** Its own process group, out of reach of a terminal's Ctrl-C (the dev runner stops it last). */
+  ownGroup?: boolean;
 }
 
 function natsServerBinary(): string {
@@ -39,6 +41,7 @@ export class NatsServer implements AsyncDisposable {
     readonly storeDir: string,
     private readonly ownsStore: boolean,
     private readonly extraArgs: string[],
+    private readonly ownGroup = false,
   ) {}
 
   get url(): string {
@@ -50,7 +53,13 @@ export class NatsServer implements AsyncDisposable {
     const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "kairos-nats-")));
     for (let attempt = 0; ; attempt++) {
       const port = opts.port ?? (await freePort());
-      const server = new NatsServer(port, storeDir, opts.storeDir === undefined, opts.args ?? []);
+      const server = new NatsServer(
+        port,
+        storeDir,
+        opts.storeDir === undefined,
+        opts.args ?? [],
+        opts.ownGroup ?? false,
+      );
       try {
         await server.launch();
         return server;
@@ -65,7 +74,7 @@ export class NatsServer implements AsyncDisposable {
     this.child = startChild(
       natsServerBinary(),
       ["-a", "127.0.0.1", "-p", String(this.port), "-js", "-sd", this.storeDir, ...this.extraArgs],
-      { name: `nats-server:${this.port}` },
+      { name: `nats-server:${this.port}`, ownGroup: this.ownGroup },
     );
     await this.child.waitForLine(/Server is ready/, 15_000);
     const nc = await connect({ servers: this.url });
