@@ -52,7 +52,7 @@ export interface ProfileRecord {
    * Absent in records written before it existed: such values count as oldest.
    */
   traitTimes?: Record<string, number>;
-  /** When each identifier (`type` NUL `value`) was added (for limits with a window). */
+  /** When each identifier (key: `identKey`) was added (for limits with a window). */
   identifierTimes?: Record<string, number>;
   /** Aggregates behind the workspace's computed traits (see computed.ts). */
   computed?: ComputedState;
@@ -121,8 +121,11 @@ export function appliedVersion(p: ProfileRecord, eventId: string): number | unde
   return appliedChange(p, eventId)?.version;
 }
 
-/** The key of an identifier in `identifierTimes`. */
-export const identKey = (i: Ident) => `${i.type}\u0000${i.value}`;
+/**
+ * The key of an identifier in `identifierTimes`: `<type>:<base64url value>`, safe as a field name
+ * in every store (MongoDB refuses NUL bytes, and dots in older servers).
+ */
+export const identKey = (i: Ident) => `${i.type}:${Buffer.from(i.value).toString("base64url")}`;
 
 function addIdentifiers(
   p: ProfileRecord,
