@@ -58,19 +58,20 @@ async function send(path: "track" | "identify", body: Record<string, unknown>) {
   expect(res.status).toBe(200);
 }
 
-async function profileIdOf(userId: string): Promise<string> {
+async function profileOf(userId: string) {
   const client = createGrpcClient(ProfileService, mesh!.grpc.identity);
   try {
-    return await waitFor(async () => {
-      const res = await client
-        .getProfile({ workspace: "shop", identifier: { type: "user_id", value: userId } })
-        .catch(() => undefined);
-      return res?.profile?.profileId;
-    });
+    const res = await client
+      .getProfile({ workspace: "shop", identifier: { type: "user_id", value: userId } })
+      .catch(() => undefined);
+    return res?.profile;
   } finally {
     client.close();
   }
 }
+
+const profileIdOf = (userId: string): Promise<string> =>
+  waitFor(async () => (await profileOf(userId))?.profileId);
 
 const of = (profileId: string, journey: string) =>
   intents.filter((i) => i.profileId === profileId && i.journey === journey);
@@ -136,5 +137,20 @@ describe("journeys with branches", () => {
     await send("track", { userId: user, event: "Tip Requested", properties: { topic: "care" } });
     await waitFor(() => of(id, "weekly-tip").length === 2);
     expect(of(id, "weekly-tip").map((i) => i.payload?.tip)).toEqual(["sizes", "care"]);
+  });
+
+  it("decides a date journey's branches on the day, on the profile as it is then", async () => {
+    const user = `bday-${randomUUID().slice(0, 6)}`;
+    const day = new Date(Date.now() + offset + 3 * DAY).toISOString().slice(5, 10); // MM-DD, in 3 days
+    await send("identify", { userId: user, traits: { birthday: day, plan: "free" } });
+    const id = await profileIdOf(user);
+    const timers = await new Kvm(nc).open("journey-timers");
+    await waitFor(async () => (await timers.get(`shop.birthday.${id}`))?.operation === "PUT");
+    // Gold by the day, though not when the date was set.
+    await send("identify", { userId: user, traits: { plan: "gold" } });
+    await waitFor(async () => (await profileOf(user))?.traits?.plan === "gold");
+    offset += 4 * DAY;
+    const got = await waitFor(() => of(id, "birthday")[0], { timeoutMs: 20_000 });
+    expect(got).toMatchObject({ step: "branch 0", payload: { route: "call" } });
   });
 });

@@ -146,8 +146,7 @@ export function parseMeshConfig(text: string, file = "<config>"): MeshConfig {
           checkArms(arm.branches, where);
         });
       checkArms(j.branches, ["workspaces", w, "journeys", i]);
-      if ("date" in t && j.branches !== undefined)
-        problem(["workspaces", w, "journeys", i, "branches"], "date journeys take an action, not branches");
+
       if ("date" in t && "on" in t.date) {
         const [y, m, d] = t.date.on.split("-").map(Number) as [number, number, number];
         const date = new Date(Date.UTC(y, m - 1, d));

@@ -44,7 +44,7 @@ import {
 } from "./plan.js";
 import { nextOccurrence, type DateRule } from "./dates.js";
 import { bindingsOf } from "./conditions.js";
-import { chooseArm, dueAfterWait, nodeAt } from "./steps.js";
+import { chooseArm, dueAfterWait, horizonOf, nodeAt } from "./steps.js";
 import { MembershipStore, WriteConflict } from "./store.js";
 
 export const configSpec = {
@@ -180,6 +180,11 @@ export async function startSegmentation(
       );
     };
 
+    // Journeys with branches wait in their own durable timers (set up below; date journeys hand over to them).
+    let stepTimers: DurableTimers<StepTimer> | undefined;
+    const stepKey = (ws: string, journey: string, profileId: string, instance: string) =>
+      [ws, journey, profileId, instance].map(keyToken).join(".");
+
     // Date journeys (a birthday, a holiday) wait in durable timers until their local time.
     const timerLateness = new Histogram({
       name: "kairos_journey_timer_lateness_seconds",
@@ -196,12 +201,15 @@ export async function startSegmentation(
       fire: async (_key, entry) => {
         const t = entry.payload;
         const journey = workspaces.get(t.workspace)?.config.journeys.find((j) => j.name === t.journey);
-        const a = journey?.action;
-        if (journey === undefined || a === undefined || !("date" in journey.trigger)) return undefined; // removed since
-        // With exit rules, the customer is in the journey until the action's deadline (recorded
-        // before the intent is published, so an exit right after it finds it).
+        if (journey === undefined || !("date" in journey.trigger)) return undefined; // removed since
+        const a = journey.action;
+        // With branches, the step timers take it from here: they must be running.
+        if (journey.branches !== undefined && stepTimers === undefined)
+          throw new Error("step timers not started");
+        // With exit rules, the customer is in the journey until its last deadline (recorded before
+        // the intent is published, so an exit right after it finds it).
         if (journey.exit.length > 0) {
-          const until = entry.dueMs + (a.relevance ?? 30 * 86_400_000);
+          const until = entry.dueMs + horizonOf({ ...journey, wait: undefined, waitUntil: undefined });
           await lock.run(`${t.workspace}|${t.profileId}`, async () => {
             for (let attempt = 0; ; attempt++) {
               const { state, revision } = await store.get(t.workspace, t.profileId);
@@ -215,17 +223,37 @@ export async function startSegmentation(
             }
           });
         }
-        await publishIntent({
-          workspace: t.workspace,
-          profileId: t.profileId,
-          journey: journey.name,
-          action: a,
-          actionId: actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`),
-          step: "action",
-          payload: t.payload,
-          dueMs: entry.dueMs,
-          profileVersion: BigInt(t.profileVersion),
-        });
+        if (a !== undefined) {
+          await publishIntent({
+            workspace: t.workspace,
+            profileId: t.profileId,
+            journey: journey.name,
+            action: a,
+            actionId: actionIdFor(t.workspace, journey.name, t.profileId, `date:${t.date}`),
+            step: "action",
+            payload: t.payload,
+            dueMs: entry.dueMs,
+            profileVersion: BigInt(t.profileVersion),
+          });
+        }
+        if (journey.branches !== undefined) {
+          // Decided now, on the profile as it is on the day (this occurrence's own start).
+          const instance = `date:${t.date}`;
+          await stepTimers!.set(stepKey(t.workspace, journey.name, t.profileId, instance), {
+            dueMs: entry.dueMs,
+            payload: {
+              workspace: t.workspace,
+              profileId: t.profileId,
+              journey: journey.name,
+              instance,
+              path: [],
+              startedAtMs: clock(),
+              eventId: "",
+              eventName: "",
+              eventProperties: {},
+            },
+          });
+        }
         const next = nextOccurrence(t.rule, entry.dueMs);
         return next === undefined
           ? undefined
@@ -247,7 +275,7 @@ export async function startSegmentation(
       labelNames: ["workspace", "journey", "arm"],
       registers: [runtime.metrics.registry],
     });
-    const stepTimers = await DurableTimers.start<StepTimer>(runtime.nc, {
+    stepTimers = await DurableTimers.start<StepTimer>(runtime.nc, {
       bucket: "journey-steps",
       replicas: cfg.NATS_REPLICAS,
       tickMs: cfg.TIMER_TICK,
@@ -315,8 +343,9 @@ export async function startSegmentation(
         return { next: { dueMs, payload: { ...t, path } } };
       },
     });
-    runtime.lifecycle.add("intake", "journey-steps", () => stepTimers.stop());
-    runtime.addReadinessCheck({ name: "journey-steps", check: () => stepTimers.ready });
+    const steps = stepTimers;
+    runtime.lifecycle.add("intake", "journey-steps", () => steps.stop());
+    runtime.addReadinessCheck({ name: "journey-steps", check: () => steps.ready });
     const timerKey = (ws: string, journey: string, profileId: string) =>
       [ws, journey, profileId].map(keyToken).join(".");
 
@@ -367,10 +396,10 @@ export async function startSegmentation(
         }
         if (journey.branches !== undefined && f.instance !== undefined) {
           // Set once per start (a repeat finds it and leaves it, wherever it has got to).
-          const key = [change.workspace, journey.name, change.profileId, f.instance].map(keyToken).join(".");
-          if (stepTimers.dueOf(key) === undefined && (await stepTimers.get(key)) === undefined) {
+          const key = stepKey(change.workspace, journey.name, change.profileId, f.instance);
+          if (steps.dueOf(key) === undefined && (await steps.get(key)) === undefined) {
             publishes.push(
-              stepTimers.set(key, {
+              steps.set(key, {
                 dueMs,
                 payload: {
                   workspace: change.workspace,
