@@ -23,11 +23,9 @@ import { startChannelEndpoint, type ChannelEndpoint } from "./channel-endpoint.j
 import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("fixtures/abandoned-cart.yaml", import.meta.url));
-const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
 let nats: NatsServer;
 let nc: NatsConnection;
 let endpoint: ChannelEndpoint;
-let httpUrl: string;
 let mesh: CoreMesh | undefined;
 let outcomes: Outcome[] = [];
 let cancellations: Cancellation[] = [];
@@ -41,7 +39,6 @@ beforeAll(async () => {
       loadConfig(dispatcher.configSpec, { ...mesh.base, WEBHOOK_URL: endpoint.url }),
     ),
   );
-  httpUrl = mesh.httpUrl;
   nc = await connect({ servers: nats.url });
   outcomes = collect(nc, "kairos.outcomes.>", (b) => fromBinary(OutcomeSchema, b));
   cancellations = collect(nc, "kairos.cancels.>", (b) => fromBinary(CancellationSchema, b));
@@ -54,14 +51,8 @@ afterAll(async () => {
   await nats?.[Symbol.asyncDispose]();
 });
 
-async function track(userId: string, event: string, properties: Record<string, unknown>) {
-  const res = await fetch(`${httpUrl}/v1/track`, {
-    method: "POST",
-    headers: { authorization: auth, "content-type": "application/json" },
-    body: JSON.stringify({ userId, event, properties, messageId: randomUUID() }),
-  });
-  expect(res.status).toBe(200);
-}
+const track = (userId: string, event: string, properties: Record<string, unknown>) =>
+  mesh!.send("shop-server-key", "track", { userId, event, properties });
 
 describe("an abandoned-cart reminder", () => {
   it("reaches the customer who did not buy after the wait, and never the one who bought in between", async () => {

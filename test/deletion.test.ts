@@ -16,7 +16,6 @@ import {
   OutcomeStatus,
   ProfileChangedSchema,
   ProfileService,
-  SegmentService,
   type Outcome,
   type ProfileChanged,
 } from "@kairos/contracts";
@@ -25,7 +24,6 @@ import { collect, NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("fixtures/deletion.yaml", import.meta.url));
-const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
 let nats: NatsServer;
 let nc: NatsConnection;
 let mesh: CoreMesh | undefined;
@@ -46,38 +44,10 @@ afterAll(async () => {
   await nats?.[Symbol.asyncDispose]();
 });
 
-async function send(path: "track" | "identify", body: Record<string, unknown>): Promise<string> {
-  const messageId = randomUUID();
-  const res = await fetch(`${mesh!.httpUrl}/v1/${path}`, {
-    method: "POST",
-    headers: { authorization: auth, "content-type": "application/json" },
-    body: JSON.stringify({ ...body, messageId }),
-  });
-  expect(res.status).toBe(200);
-  return messageId;
-}
-
-async function profileOf(userId: string) {
-  const client = createGrpcClient(ProfileService, mesh!.grpc.identity);
-  try {
-    return (await client.getProfile({ workspace: "shop", identifier: { type: "user_id", value: userId } }))
-      .profile;
-  } catch {
-    return undefined;
-  } finally {
-    client.close();
-  }
-}
-
-async function memberships(profileId: string): Promise<string[]> {
-  const client = createGrpcClient(SegmentService, mesh!.grpc.segmentation);
-  try {
-    const res = await client.listMemberships({ workspace: "shop", profileId });
-    return res.memberships.map((m) => m.segment);
-  } finally {
-    client.close();
-  }
-}
+const send = (call: "track" | "identify", body: Record<string, unknown>) =>
+  mesh!.send("shop-server-key", call, body);
+const profileOf = (userId: string) => mesh!.profile("shop", "user_id", userId);
+const memberships = (profileId: string) => mesh!.memberships("shop", profileId);
 
 /** A gold customer with a birthday and an abandoned cart waiting its hour. */
 async function customer(userId: string) {

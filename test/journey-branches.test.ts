@@ -12,19 +12,11 @@ import { randomUUID } from "node:crypto";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { fromBinary } from "@bufbuild/protobuf";
 import { Kvm } from "@nats-io/kv";
-import {
-  CancellationSchema,
-  IntentSchema,
-  ProfileService,
-  type Cancellation,
-  type Intent,
-} from "@kairos/contracts";
-import { createGrpcClient } from "@kairos/kit";
+import { CancellationSchema, IntentSchema, type Cancellation, type Intent } from "@kairos/contracts";
 import { collect, NatsServer, sleep, waitFor } from "@kairos/testkit";
 import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("fixtures/journey-branches.yaml", import.meta.url));
-const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 let nats: NatsServer;
@@ -49,26 +41,9 @@ afterAll(async () => {
   await nats?.[Symbol.asyncDispose]();
 });
 
-async function send(path: "track" | "identify", body: Record<string, unknown>) {
-  const res = await fetch(`${mesh!.httpUrl}/v1/${path}`, {
-    method: "POST",
-    headers: { authorization: auth, "content-type": "application/json" },
-    body: JSON.stringify({ ...body, messageId: randomUUID() }),
-  });
-  expect(res.status).toBe(200);
-}
-
-async function profileOf(userId: string) {
-  const client = createGrpcClient(ProfileService, mesh!.grpc.identity);
-  try {
-    const res = await client
-      .getProfile({ workspace: "shop", identifier: { type: "user_id", value: userId } })
-      .catch(() => undefined);
-    return res?.profile;
-  } finally {
-    client.close();
-  }
-}
+const send = (call: "track" | "identify", body: Record<string, unknown>) =>
+  mesh!.send("shop-server-key", call, body);
+const profileOf = (userId: string) => mesh!.profile("shop", "user_id", userId);
 
 const profileIdOf = (userId: string): Promise<string> =>
   waitFor(async () => (await profileOf(userId))?.profileId);

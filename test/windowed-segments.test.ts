@@ -22,7 +22,6 @@ import { collect, NatsServer, waitFor } from "@kairos/testkit";
 import { startCoreMesh, type CoreMesh } from "./in-process.js";
 
 const config = fileURLToPath(new URL("fixtures/windowed-segments.yaml", import.meta.url));
-const auth = `Basic ${Buffer.from("shop-server-key:").toString("base64")}`;
 const MINUTE = 60_000;
 const DAY = 86_400_000;
 let nats: NatsServer;
@@ -45,14 +44,7 @@ afterAll(async () => {
   await nats?.[Symbol.asyncDispose]();
 });
 
-async function track(userId: string, event: string) {
-  const res = await fetch(`${mesh!.httpUrl}/v1/track`, {
-    method: "POST",
-    headers: { authorization: auth, "content-type": "application/json" },
-    body: JSON.stringify({ userId, event, messageId: randomUUID() }),
-  });
-  expect(res.status).toBe(200);
-}
+const track = (userId: string, event: string) => mesh!.send("shop-server-key", "track", { userId, event });
 
 const change = (segment: string, kind: MembershipChange) =>
   waitFor(() => changes.find((c) => c.segment === segment && c.change === kind), {

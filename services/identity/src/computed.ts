@@ -55,20 +55,26 @@ function dayKey(rule: ComputedTraitConfig, atMs: number): string {
   return rule.window === undefined ? "all" : String(Math.floor(atMs / bucketOf(rule)));
 }
 
+/** A rule state's buckets keyed in buckets of `width` (the same object when they already are). */
+function daysIn(s: RuleState, width: number): Record<string, DayAggregate> {
+  const was = s.bucketMs ?? DAY;
+  if (was === width) return s.days;
+  const out: Record<string, DayAggregate> = {};
+  for (const [k, d] of Object.entries(s.days)) {
+    const key = k === "all" ? k : String(Math.floor((Number(k) * was) / width));
+    const x = out[key];
+    out[key] = x === undefined ? { ...d } : addAggregates(x, d);
+  }
+  return out;
+}
+
 /** Re-keys a rule's buckets when the window (so the bucket width) changed since they were written. */
 function rebucket(s: RuleState, rule: ComputedTraitConfig): void {
   if (rule.window === undefined) return;
   const width = bucketOf(rule);
-  const was = s.bucketMs ?? DAY;
-  if (was === width) return;
-  const old = s.days;
-  s.days = {};
-  for (const [k, d] of Object.entries(old)) {
-    if (k === "all") continue;
-    const key = String(Math.floor((Number(k) * was) / width));
-    const x = s.days[key];
-    s.days[key] = x === undefined ? { ...d } : addAggregates(x, d);
-  }
+  if ((s.bucketMs ?? DAY) === width) return;
+  s.days = daysIn(s, width);
+  delete s.days.all;
   if (width === DAY) delete s.bucketMs;
   else s.bucketMs = width;
 }
@@ -81,9 +87,9 @@ function addAggregates(x: DayAggregate, d: DayAggregate): DayAggregate {
   return x;
 }
 
-/** The oldest bucket number still inside a windowed rule's window at `nowMs`. */
-function oldestBucket(rule: ComputedTraitConfig & { window: number }, nowMs: number): number {
-  return Math.floor((nowMs - rule.window) / bucketOf(rule));
+/** The oldest bucket (of `width`) still inside a window at `nowMs`. */
+function oldestBucket(window: number, width: number, nowMs: number): number {
+  return Math.floor((nowMs - window) / width);
 }
 
 /** Folds one event (at its event time) into the state. */
@@ -108,7 +114,7 @@ export function applyComputed(
     rebucket(s, rule);
     if (
       rule.window !== undefined &&
-      Math.floor(atMs / bucketOf(rule)) < oldestBucket({ ...rule, window: rule.window }, nowMs)
+      Math.floor(atMs / bucketOf(rule)) < oldestBucket(rule.window, bucketOf(rule), nowMs)
     )
       continue; // already outside
     const key = dayKey(rule, atMs);
@@ -129,7 +135,7 @@ export function applyComputed(
 /** Drops a rule's buckets that have left its window; true when any did. */
 function prune(s: RuleState, rule: ComputedTraitConfig, nowMs: number): boolean {
   if (rule.window === undefined) return false;
-  const oldest = oldestBucket({ ...rule, window: rule.window }, nowMs);
+  const oldest = oldestBucket(rule.window, bucketOf(rule), nowMs);
   let dropped = false;
   for (const k of Object.keys(s.days)) {
     if (Number(k) < oldest) {
@@ -170,7 +176,7 @@ export function nextWindowChange(
     const s = state[rule.name];
     if (s === undefined || rule.window === undefined) continue;
     const width = s.bucketMs ?? DAY;
-    const oldest = Math.floor((nowMs - rule.window) / width);
+    const oldest = oldestBucket(rule.window, width, nowMs);
     for (const k of Object.keys(s.days)) {
       const b = Number(k);
       if (!Number.isFinite(b) || b < oldest) continue;
@@ -184,21 +190,10 @@ export function nextWindowChange(
 
 /** Folds `from` into `into` (a merge): aggregates add up, first is the earliest, last the latest. */
 export function mergeComputed(into: ComputedState, from: ComputedState): void {
-  for (const [name, given] of Object.entries(from)) {
-    let f = given;
+  for (const [name, f] of Object.entries(from)) {
     const t = (into[name] ??= f.bucketMs === undefined ? { days: {} } : { days: {}, bucketMs: f.bucketMs });
     // Both in one bucket width (the surviving one's) before they add up.
-    if ((t.bucketMs ?? DAY) !== (f.bucketMs ?? DAY)) {
-      const width = t.bucketMs ?? DAY;
-      const fromWidth = f.bucketMs ?? DAY;
-      const days: Record<string, DayAggregate> = {};
-      for (const [k, d] of Object.entries(f.days)) {
-        const key = k === "all" ? k : String(Math.floor((Number(k) * fromWidth) / width));
-        days[key] = days[key] === undefined ? { ...d } : addAggregates(days[key], d);
-      }
-      f = { ...f, days };
-    }
-    for (const [k, d] of Object.entries(f.days)) {
+    for (const [k, d] of Object.entries(daysIn(f, t.bucketMs ?? DAY))) {
       const x = t.days[k];
       if (x === undefined) t.days[k] = { ...d };
       else addAggregates(x, d);
@@ -216,16 +211,12 @@ export function subtractComputed(into: ComputedState, from: ComputedState): void
   for (const [name, f] of Object.entries(from)) {
     const t = into[name];
     if (t === undefined) continue;
-    const width = t.bucketMs ?? DAY;
-    const fromWidth = f.bucketMs ?? DAY;
-    for (const [k, d] of Object.entries(f.days)) {
-      const key =
-        k === "all" || width === fromWidth ? k : String(Math.floor((Number(k) * fromWidth) / width));
-      const x = t.days[key];
+    for (const [k, d] of Object.entries(daysIn(f, t.bucketMs ?? DAY))) {
+      const x = t.days[k];
       if (x === undefined) continue;
       x.n -= d.n;
       x.sum -= d.sum;
-      if (x.n <= 0) delete t.days[key];
+      if (x.n <= 0) delete t.days[k];
     }
   }
 }
@@ -242,7 +233,7 @@ export function computedValues(
     const oldest =
       rule.window === undefined
         ? Number.NEGATIVE_INFINITY
-        : Math.floor((nowMs - rule.window) / (s?.bucketMs ?? DAY));
+        : oldestBucket(rule.window, s?.bucketMs ?? DAY, nowMs);
     const days = Object.entries(s?.days ?? {})
       .filter(([k]) => k === "all" || Number(k) >= oldest)
       .map(([, d]) => d);

@@ -50,7 +50,7 @@ export type Resolution =
 
 const MAX_ATTEMPTS = 12;
 /** How long a claim on an identifier may wait for its profile to be written before it is taken over. */
-export const STALE_CLAIM_MS = 5_000;
+const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
 export class Resolver {

@@ -182,8 +182,13 @@ export async function startSegmentation(
 
     // Journeys with branches wait in their own durable timers (set up below; date journeys hand over to them).
     let stepTimers: DurableTimers<StepTimer> | undefined;
-    const stepKey = (ws: string, journey: string, profileId: string, instance: string) =>
-      [ws, journey, profileId, instance].map(keyToken).join(".");
+    /** Starts a journey's branches for one start of it, due at `dueMs`; once per start (a repeat leaves it be). */
+    const startSteps = async (t: Omit<StepTimer, "path" | "startedAtMs">, dueMs: number): Promise<void> => {
+      if (stepTimers === undefined) throw new Error("journey step timers not started yet");
+      const key = [t.workspace, t.journey, t.profileId, t.instance].map(keyToken).join(".");
+      if (stepTimers.dueOf(key) !== undefined || (await stepTimers.get(key)) !== undefined) return;
+      await stepTimers.set(key, { dueMs, payload: { ...t, path: [], startedAtMs: clock() } });
+    };
 
     // Date journeys (a birthday, a holiday) wait in durable timers until their local time.
     const timerLateness = new Histogram({
@@ -203,9 +208,6 @@ export async function startSegmentation(
         const journey = workspaces.get(t.workspace)?.config.journeys.find((j) => j.name === t.journey);
         if (journey === undefined || !("date" in journey.trigger)) return undefined; // removed since
         const a = journey.action;
-        // With branches, the step timers take it from here: they must be running.
-        if (journey.branches !== undefined && stepTimers === undefined)
-          throw new Error("step timers not started");
         // With exit rules, the customer is in the journey until its last deadline (recorded before
         // the intent is published, so an exit right after it finds it).
         if (journey.exit.length > 0) {
@@ -238,21 +240,18 @@ export async function startSegmentation(
         }
         if (journey.branches !== undefined) {
           // Decided now, on the profile as it is on the day (this occurrence's own start).
-          const instance = `date:${t.date}`;
-          await stepTimers!.set(stepKey(t.workspace, journey.name, t.profileId, instance), {
-            dueMs: entry.dueMs,
-            payload: {
+          await startSteps(
+            {
               workspace: t.workspace,
               profileId: t.profileId,
               journey: journey.name,
-              instance,
-              path: [],
-              startedAtMs: clock(),
+              instance: `date:${t.date}`,
               eventId: "",
               eventName: "",
               eventProperties: {},
             },
-          });
+            entry.dueMs,
+          );
         }
         const next = nextOccurrence(t.rule, entry.dueMs);
         return next === undefined
@@ -395,26 +394,20 @@ export async function startSegmentation(
           );
         }
         if (journey.branches !== undefined && f.instance !== undefined) {
-          // Set once per start (a repeat finds it and leaves it, wherever it has got to).
-          const key = stepKey(change.workspace, journey.name, change.profileId, f.instance);
-          if (steps.dueOf(key) === undefined && (await steps.get(key)) === undefined) {
-            publishes.push(
-              steps.set(key, {
-                dueMs,
-                payload: {
-                  workspace: change.workspace,
-                  profileId: change.profileId,
-                  journey: journey.name,
-                  instance: f.instance,
-                  path: [],
-                  startedAtMs: now,
-                  eventId: change.eventId,
-                  eventName: change.eventName,
-                  eventProperties: change.eventProperties ?? {},
-                },
-              }),
-            );
-          }
+          publishes.push(
+            startSteps(
+              {
+                workspace: change.workspace,
+                profileId: change.profileId,
+                journey: journey.name,
+                instance: f.instance,
+                eventId: change.eventId,
+                eventName: change.eventName,
+                eventProperties: change.eventProperties ?? {},
+              },
+              dueMs,
+            ),
+          );
         }
       }
       // A journey the customer left: its pending actions are cancelled (suppression drops

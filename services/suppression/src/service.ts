@@ -29,8 +29,8 @@ import {
   type Profile,
 } from "@kairos/contracts";
 import {
+  followMeshConfig,
   loadMeshConfig,
-  watchMeshConfig,
   type ChannelConfig,
   type MeshConfig,
   type SuppressionPolicy,
@@ -194,18 +194,8 @@ export async function startSuppression(
   };
   return startService("suppression", cfg, opts, async (runtime) => {
     // A configuration applied with `kairos apply` overrides the file, and reloads live
-    // (policies, caps, quiet hours, consent modes; `cancelOn` needs at least one rule at start).
-    const configWatch = await watchMeshConfig(
-      runtime.nc,
-      (m, file, revision) => {
-        use(m);
-        runtime.logger.info({ file, revision }, "applied configuration reloaded");
-      },
-      (err, revision) =>
-        runtime.logger.error({ err, revision }, "applied configuration is invalid; the previous one stays"),
-      cfg.NATS_REPLICAS,
-    );
-    if (configWatch.initial !== undefined) use(configWatch.initial.config);
+    // (policies, caps, quiet hours, consent modes, `cancelOn` rules).
+    const configWatch = await followMeshConfig(runtime.nc, use, runtime.logger, cfg.NATS_REPLICAS);
     runtime.lifecycle.add("intake", "config-watch", () => configWatch.stop());
     const stores = await SuppressionStores.open(runtime.nc, cfg.NATS_REPLICAS, cfg.CONTACT_VIEW_SIZE);
     runtime.lifecycle.add("connections", "contact-watch", () => stores.close());
@@ -574,6 +564,25 @@ export async function startSuppression(
     });
 
     /** Records a cancellation and withdraws the pending actions it names. */
+    /** Settles the deferred actions `refs` of a profile that were intended by `atMs` as `verdictOf` says. */
+    const withdrawDeferred = async (
+      workspace: string,
+      profileId: string,
+      refs: readonly DeferredRef[],
+      atMs: number,
+      verdictOf: (intent: Intent) => Verdict,
+    ) => {
+      for (const ref of refs) {
+        if (ref.intendedAtMs > atMs) continue;
+        const found = await stores.getDeferred(ref.key);
+        if (found === undefined) continue;
+        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
+        await lock.run(profileLock(workspace, profileId), () =>
+          settle(intent, verdictOf(intent), undefined, clock(), found.entry.untilMs),
+        );
+      }
+    };
+
     const applyCancellation = async (c: Cancellation) => {
       const atMs = c.cancelledAt === undefined ? clock() : timestampMs(c.cancelledAt);
       await lock.run(profileLock(c.workspace, c.profileId), async () => {
@@ -583,22 +592,16 @@ export async function startSuppression(
       });
       // For the dispatchers: an action already handed to its channel is withdrawn there.
       await cancellations.mark(c.workspace, c.profileId, c.cancelKeys, { atMs, reason: c.reason });
-      for (const ref of deferred.withCancelKeys(c.workspace, c.profileId, c.cancelKeys)) {
-        if (ref.intendedAtMs > atMs) continue;
-        const found = await stores.getDeferred(ref.key);
-        if (found === undefined) continue;
-        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
-        const key = c.cancelKeys.find((k) => intent.cancelKeys.includes(k)) ?? "";
-        await lock.run(profileLock(c.workspace, c.profileId), () =>
-          settle(
-            intent,
-            { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` },
-            undefined,
-            clock(),
-            found.entry.untilMs,
-          ),
-        );
-      }
+      await withdrawDeferred(
+        c.workspace,
+        c.profileId,
+        deferred.withCancelKeys(c.workspace, c.profileId, c.cancelKeys),
+        atMs,
+        (intent) => {
+          const key = c.cancelKeys.find((k) => intent.cancelKeys.includes(k)) ?? "";
+          return { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` };
+        },
+      );
     };
 
     await runtime.consume(consumers.suppressionCancels, {
@@ -632,21 +635,13 @@ export async function startSuppression(
         atMs,
         reason: "profile_deleted",
       });
-      for (const ref of deferred.ofProfile(change.workspace, change.profileId)) {
-        if (ref.intendedAtMs > atMs) continue;
-        const found = await stores.getDeferred(ref.key);
-        if (found === undefined) continue;
-        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
-        await lock.run(profileLock(change.workspace, change.profileId), () =>
-          settle(
-            intent,
-            { kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" },
-            undefined,
-            clock(),
-            found.entry.untilMs,
-          ),
-        );
-      }
+      await withdrawDeferred(
+        change.workspace,
+        change.profileId,
+        deferred.ofProfile(change.workspace, change.profileId),
+        atMs,
+        () => ({ kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" }),
+      );
       await lock.run(profileLock(change.workspace, change.profileId), () =>
         stores.deleteContact(change.workspace, change.profileId),
       );
