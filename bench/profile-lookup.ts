@@ -16,7 +16,8 @@ import { ProfileService } from "@kairos/contracts";
 import { createGrpcClient } from "@kairos/kit";
 import { indexKey, newProfile, profileIdFor, type Ident } from "@kairos/identity";
 import { Mesh, NatsServer, sleep } from "@kairos/testkit";
-import { peakRssMiB, summarize } from "./stats.js";
+import { measureGrpcFloor } from "./grpc-floor.js";
+import { histogramQuantileMs, peakRssMiB, scrapeHistogram, summarize } from "./stats.js";
 
 const PROFILES = Number(process.env.BENCH_PROFILES ?? 1_000_000);
 const RATES = (process.env.BENCH_RATES ?? "1000,5000").split(",").map(Number);
@@ -57,7 +58,10 @@ try {
   const loadS = (performance.now() - loadStart) / 1000;
 
   mesh = await Mesh.start({
+    // BENCH_VIEW=off: every lookup reads the KV store (identity's lookup view turned off).
+    ...(process.env.BENCH_VIEW === "off" ? { env: { LOOKUP_VIEW_ENTRIES: "0" } } : {}),
     natsUrl: nats.url,
+    readyTimeoutMs: 600_000,
     config,
     webhookUrl: "http://127.0.0.1:1/",
     services: ["identity"],
@@ -84,8 +88,12 @@ try {
   const ok = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
   for (let i = 0; i < 2000; i++) await lookup(performance.now()); // warm-up (connections, JIT)
 
+  // Identity's own handling time of each call (its histogram), apart from the client and the wire.
+  const handling = () =>
+    scrapeHistogram(`${mesh!.opsUrl("identity")}/metrics`, "kairos_rpc_duration_seconds", "GetProfile");
   const paced: Record<string, unknown>[] = [];
   for (const rate of RATES) {
+    const before = await handling();
     const calls: Promise<number | undefined>[] = [];
     const failedBefore = failed;
     const start = performance.now();
@@ -102,12 +110,32 @@ try {
       achieved_per_s: Math.round(took.length / wall),
       failed: failed - failedBefore,
       ...summarize(took),
+      ...(await handling().then((after) => ({
+        server_p50_ms_at_most: histogramQuantileMs(before, after, 0.5),
+        server_p99_ms_at_most: histogramQuantileMs(before, after, 0.99),
+      }))),
     });
   }
   // One caller back to back: the service's own latency without queueing.
   const single: (number | undefined)[] = [];
   for (let i = 0; i < 3000; i++) single.push(await lookup(performance.now()));
+  // Closed loop: as many lookups as CALLERS callers back to back get through (the ceiling).
+  const CALLERS = Number(process.env.BENCH_CALLERS ?? 32);
+  const loop: (number | undefined)[] = [];
+  const loopStart = performance.now();
+  await Promise.all(
+    Array.from({ length: CALLERS }, async () => {
+      while (performance.now() - loopStart < SECONDS * 1000) loop.push(await lookup(performance.now()));
+    }),
+  );
+  const closedLoop = {
+    callers: CALLERS,
+    per_s: Math.round(ok(loop).length / ((performance.now() - loopStart) / 1000)),
+    ...summarize(ok(loop)),
+  };
   client.close();
+  // The same calls to a grpc-js server that does nothing: this machine's floor under the figures.
+  const floor = await measureGrpcFloor(RATES, SECONDS);
 
   console.log(
     `PROFILE_LOOKUP ${JSON.stringify({
@@ -115,6 +143,8 @@ try {
       load_seconds: Math.round(loadS),
       paced,
       one_caller: summarize(ok(single)),
+      closed_loop: closedLoop,
+      grpc_floor: floor,
       ...(firstError === "" ? {} : { first_error: firstError }),
       identity_peak_rss_mib: await peakRssMiB(mesh.pid("identity")),
       nats_peak_rss_mib: await peakRssMiB(nats.pid),

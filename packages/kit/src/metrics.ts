@@ -3,8 +3,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom
 
 /** Latency buckets in seconds, fine below 10 ms where the stage SLOs live. */
 export const LATENCY_BUCKETS_S = [
-  0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120,
-  300, 900, 1800,
+  0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+  10, 30, 60, 120, 300, 900, 1800,
 ];
 
 /** The metrics of one service process. */

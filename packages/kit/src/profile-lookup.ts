@@ -21,10 +21,10 @@ export interface ProfileLookup {
 export function grpcProfileLookup(address: string, timeoutMs = 2000): ProfileLookup {
   const client = createGrpcClient(ProfileService, address);
   return {
-    async get(workspace, profileId) {
+    async get(workspace, profileId, minVersion = 0n) {
       try {
         const res = await client.getProfile(
-          { workspace, identifier: { type: "profile_id", value: profileId } },
+          { workspace, identifier: { type: "profile_id", value: profileId }, minVersion },
           { timeoutMs },
         );
         return res.profile;

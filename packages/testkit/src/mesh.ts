@@ -53,6 +53,8 @@ export interface MeshOptions {
   env?: Record<string, string>;
   echo?: boolean;
   services?: readonly MeshService[];
+  /** How long each service may take to become ready (default 30 s; a large store loads longer). */
+  readyTimeoutMs?: number;
 }
 
 export interface ServicePorts {
@@ -166,7 +168,7 @@ export class Mesh implements AsyncDisposable {
         const ports = [p.grpc, p.ops, ...(p.http === undefined ? [] : [p.http])];
         return (await Promise.all(ports.map(accepts))).every(Boolean) || undefined;
       },
-      { timeoutMs: 30_000, intervalMs: 100, what: `${s} ready` },
+      { timeoutMs: this.opts.readyTimeoutMs ?? 30_000, intervalMs: 100, what: `${s} ready` },
     );
     return child;
   }

@@ -6,7 +6,7 @@
 import * as grpc from "@grpc/grpc-js";
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { Counter } from "prom-client";
+import { Counter, Gauge } from "prom-client";
 import {
   EventSchema,
   EventType,
@@ -43,6 +43,7 @@ import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-
 import { Resolver, Unresolvable } from "./resolver.js";
 import { CachingProfileStore, KvProfileStore, WriteConflict, type ProfileStore } from "./store.js";
 import { MongoProfileStore } from "./mongo-store.js";
+import { ProfileReadView } from "./view.js";
 
 export const configSpec = {
   ...runtimeConfig,
@@ -63,6 +64,12 @@ export const configSpec = {
    * another writer takes the claim over (the first is presumed dead).
    */
   CLAIM_TAKEOVER: env.duration(5000),
+  /**
+   * Profiles and identifiers `GetProfile` answers from memory (a view of the KV store fed by
+   * watches; about 0.3 KiB an entry for a typical profile); 0 reads the store on every lookup.
+   * Lookups of what does not fit read the store.
+   */
+  LOOKUP_VIEW_ENTRIES: env.int(5_000_000, { min: 0, max: 100_000_000 }),
   /** How often profiles whose windowed computed traits slid are looked for. */
   WINDOW_TICK: env.duration(250),
 };
@@ -195,7 +202,52 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       fresh: store,
       staleClaimMs: cfg.CLAIM_TAKEOVER,
     });
+    // Deletion and unmerge read the store itself; lookups read the in-memory view where there is one.
     const reader = new Resolver(store, clock, rulesFor);
+    const view =
+      store instanceof KvProfileStore && cfg.LOOKUP_VIEW_ENTRIES > 0
+        ? await ProfileReadView.start(runtime.nc, store, {
+            replicas: cfg.NATS_REPLICAS,
+            maxEntries: cfg.LOOKUP_VIEW_ENTRIES,
+            logger: runtime.logger,
+          })
+        : undefined;
+    if (view !== undefined) {
+      runtime.lifecycle.add("intake", "lookup-view", () => view.stop());
+      // Lookups are routed to a replica once its view has loaded (before, each reads the store).
+      runtime.addReadinessCheck({ name: "lookup-view", check: () => view.ready });
+      new Gauge({
+        name: "kairos_identity_view_entries",
+        help: "Profiles and identifier index entries held in the lookup view.",
+        labelNames: ["kind"],
+        registers: [runtime.metrics.registry],
+        collect() {
+          const s = view.stats();
+          this.set({ kind: "profile" }, s.profiles);
+          this.set({ kind: "identifier" }, s.identifiers);
+        },
+      });
+      new Gauge({
+        name: "kairos_identity_view_lag_seconds",
+        help: "How far behind the store the lookup view's last entry arrived.",
+        registers: [runtime.metrics.registry],
+        collect() {
+          this.set(view.lagMs / 1000);
+        },
+      });
+      new Counter({
+        name: "kairos_identity_view_reads_total",
+        help: "Lookup reads answered by the view (hit) or passed to the store (miss).",
+        labelNames: ["result"],
+        registers: [runtime.metrics.registry],
+        collect() {
+          this.reset();
+          this.inc({ result: "hit" }, view.hits);
+          this.inc({ result: "miss" }, view.misses);
+        },
+      });
+    }
+    const lookups = view === undefined ? reader : new Resolver(view, clock, rulesFor);
     const lock = new KeyedLock();
     const results = new Counter({
       name: "kairos_identity_events_total",
@@ -352,7 +404,10 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         getProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const found = await reader.find(ws, id);
+          let found = await lookups.find(ws, id);
+          // The view may lag the store by milliseconds; a caller that knows of a newer version gets it.
+          if (found !== undefined && lookups !== reader && BigInt(found.value.version) < req.minVersion)
+            found = await reader.find(ws, id);
           if (found === undefined) {
             throw new GrpcError(
               grpc.status.NOT_FOUND,
@@ -371,7 +426,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           }
           const results = await Promise.all(
             req.identifiers.map(async (raw) => {
-              const found = await reader.find(ws, requestedIdentifier(rulesFor(ws), raw));
+              const found = await lookups.find(ws, requestedIdentifier(rulesFor(ws), raw));
               return found === undefined
                 ? { identifier: raw, found: false }
                 : { identifier: raw, found: true, profile: toProfile(found.value, rulesFor(ws), clock()) };

@@ -54,7 +54,18 @@ function isConflict(e: unknown): boolean {
   return e instanceof Error && /wrong last sequence|key exists|10071|10164/i.test(e.message);
 }
 
+/** A write this process made to the KV store: the key's new JSON text (undefined once deleted). */
+export interface StoreWrite {
+  bucket: "profiles" | "identity-index";
+  key: string;
+  text: string | undefined;
+  revision: number;
+}
+
 export class KvProfileStore implements ProfileStore {
+  /** Told of every successful write (identity's lookup view learns its own writes at once). */
+  onWrite: ((w: StoreWrite) => void) | undefined;
+
   private constructor(
     private readonly profiles: KV,
     private readonly index: KV,
@@ -74,19 +85,26 @@ export class KvProfileStore implements ProfileStore {
 
   async putProfile(p: ProfileRecord, revision: number): Promise<number> {
     const key = `${p.workspace}.${p.profileId}`;
-    const data = enc.encode(JSON.stringify(p));
+    const text = JSON.stringify(p);
+    const data = enc.encode(text);
+    let rev: number;
     try {
-      return revision === 0
-        ? await this.profiles.create(key, data)
-        : await this.profiles.update(key, data, revision);
+      rev =
+        revision === 0
+          ? await this.profiles.create(key, data)
+          : await this.profiles.update(key, data, revision);
     } catch (e) {
       if (isConflict(e)) throw new WriteConflict(`profile ${p.profileId}`);
       throw e;
     }
+    this.onWrite?.({ bucket: "profiles", key, text, revision: rev });
+    return rev;
   }
 
   async deleteProfile(workspace: string, profileId: string): Promise<void> {
-    await this.profiles.delete(`${workspace}.${profileId}`);
+    const key = `${workspace}.${profileId}`;
+    await this.profiles.delete(key);
+    this.onWrite?.({ bucket: "profiles", key, text: undefined, revision: 0 });
   }
 
   async lookup(workspace: string, id: Ident): Promise<Versioned<IndexTarget> | undefined> {
@@ -97,19 +115,24 @@ export class KvProfileStore implements ProfileStore {
 
   async link(workspace: string, id: Ident, target: IndexTarget, revision: number): Promise<number> {
     const key = indexKey(workspace, id);
-    const data = enc.encode(JSON.stringify(target));
+    const text = JSON.stringify(target);
+    const data = enc.encode(text);
+    let rev: number;
     try {
-      return revision === 0
-        ? await this.index.create(key, data)
-        : await this.index.update(key, data, revision);
+      rev =
+        revision === 0 ? await this.index.create(key, data) : await this.index.update(key, data, revision);
     } catch (e) {
       if (isConflict(e)) throw new WriteConflict(`identifier ${id.type}`);
       throw e;
     }
+    this.onWrite?.({ bucket: "identity-index", key, text, revision: rev });
+    return rev;
   }
 
   async unlink(workspace: string, id: Ident): Promise<void> {
-    await this.index.delete(indexKey(workspace, id));
+    const key = indexKey(workspace, id);
+    await this.index.delete(key);
+    this.onWrite?.({ bucket: "identity-index", key, text: undefined, revision: 0 });
   }
 
   async ping(): Promise<boolean> {
