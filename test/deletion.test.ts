@@ -16,6 +16,7 @@ import {
   OutcomeStatus,
   ProfileChangedSchema,
   ProfileService,
+  SuppressionService,
   type Outcome,
   type ProfileChanged,
 } from "@kairos/contracts";
@@ -61,10 +62,21 @@ async function customer(userId: string) {
   const deferred = await waitFor(() =>
     outcomes.find((o) => o.profileId === profile.profileId && o.status === OutcomeStatus.DEFERRED),
   );
+  // Suppression recorded its decision (deferred to the hour): `Explain` tells it.
+  await waitFor(async () => (await explain(profile.profileId)).some((d) => d.actionId === deferred.actionId));
   const timers = await new Kvm(nc).open("journey-timers");
   const timerKey = ["shop", "birthday", profile.profileId].map(keyToken).join(".");
   await waitFor(async () => (await timers.get(timerKey))?.operation === "PUT");
   return { profileId: profile.profileId, actionId: deferred.actionId, timers, timerKey };
+}
+
+async function explain(profileId: string) {
+  const client = createGrpcClient(SuppressionService, mesh!.grpc.suppression);
+  try {
+    return (await client.explain({ workspace: "shop", profileId, channel: "webhook" })).decisions;
+  } finally {
+    client.close();
+  }
 }
 
 async function deleteProfile(userId: string, suppress: boolean) {
@@ -97,6 +109,10 @@ describe("deleting a customer", () => {
     );
     expect(withdrawn.reason).toBe("profile_deleted");
     await waitFor(async () => (await c.timers.get(c.timerKey))?.operation !== "PUT", { timeoutMs: 60_000 });
+    // What suppression decided about them is erased; only the withdrawal the deletion caused is told.
+    const told = await explain(c.profileId);
+    expect(told.map((d) => d.reason)).toEqual(["profile_deleted"]);
+    expect(told[0]?.actionId).toBe(c.actionId);
     console.log(`deletion honoured everywhere in ${Date.now() - startedAt} ms`);
 
     // Back again, without suppression: a new profile that knows nothing of the old one.

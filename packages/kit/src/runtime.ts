@@ -42,6 +42,19 @@ export interface RuntimeOptions {
   spanProcessors?: SpanProcessor[];
 }
 
+/** A NATS connection as every service makes it (reconnecting for ever). */
+function connectNats(servers: string, name: string): Promise<NatsConnection> {
+  return connect({
+    servers,
+    name,
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 500,
+    // nats.js otherwise builds two Error objects (stack traces) per request to
+    // decorate a possible failure: a quarter of a busy service's CPU.
+    noAsyncTraces: process.env.KAIROS_NATS_ASYNC_TRACES !== "1",
+  });
+}
+
 export class ServiceRuntime implements AsyncDisposable {
   readonly consumers: RunningConsumer[] = [];
   grpc: GrpcServer | undefined;
@@ -58,10 +71,25 @@ export class ServiceRuntime implements AsyncDisposable {
     readonly jsm: JetStreamManager,
     readonly publisher: Publisher,
     readonly lifecycle: Lifecycle,
+    private readonly natsUrl: string,
   ) {}
 
   get tracer(): Tracer {
     return this.telemetry.tracer;
+  }
+
+  /**
+   * A second NATS connection, for bulk traffic (replaying a large KV bucket) that must not queue
+   * in front of the service's own requests on the main connection. Drained at shutdown.
+   */
+  async extraConnection(purpose: string): Promise<NatsConnection> {
+    const nc = await connectNats(this.natsUrl, `kairos-${this.service}-${purpose}`);
+    const closed = nc.closed();
+    this.lifecycle.add("connections", `nats-${purpose}`, async () => {
+      if (!nc.isClosed()) await nc.drain();
+      await closed;
+    });
+    return nc;
   }
 
   /** Starts telemetry, the ops port and NATS, and declares the mesh's streams. */
@@ -81,15 +109,7 @@ export class ServiceRuntime implements AsyncDisposable {
     lifecycle.add("intake", "ops-readiness", () => ops.setDraining());
     lifecycle.add("telemetry", "ops-server", () => ops.close());
 
-    const nc = await connect({
-      servers: opts.natsUrl,
-      name: `kairos-${opts.service}`,
-      maxReconnectAttempts: -1,
-      reconnectTimeWait: 500,
-      // nats.js otherwise builds two Error objects (stack traces) per request to
-      // decorate a possible failure: a quarter of a busy service's CPU.
-      noAsyncTraces: true,
-    });
+    const nc = await connectNats(opts.natsUrl, `kairos-${opts.service}`);
     const closed = nc.closed();
     lifecycle.add("connections", "nats", async () => {
       if (!nc.isClosed()) await nc.drain();
@@ -114,6 +134,7 @@ export class ServiceRuntime implements AsyncDisposable {
       jsm,
       publisher,
       lifecycle,
+      opts.natsUrl,
     );
     // Not ready until the service says so: its stores, consumers and listeners are up.
     runtime.registerStartedCheck();

@@ -157,10 +157,13 @@ export class Mesh implements AsyncDisposable {
         `mesh: ${s} (pid ${child.pid}) exited unexpectedly (code ${code}, signal ${signal}):\n${child.lines.slice(-40).join("\n")}\n`,
       );
     });
+    let died: Error | undefined;
     await waitFor(
       async () => {
         if (!child.running) {
-          throw new Error(`${s} exited before it was ready:\n${child.lines.slice(-30).join("\n")}`);
+          // At once, not at the end of the wait.
+          died = new Error(`${s} exited before it was ready:\n${child.lines.slice(-30).join("\n")}`);
+          return true;
         }
         const res = await fetch(`${this.opsUrl(s)}/readyz`).catch(() => undefined);
         if (res?.status !== 200) return undefined;
@@ -170,6 +173,7 @@ export class Mesh implements AsyncDisposable {
       },
       { timeoutMs: this.opts.readyTimeoutMs ?? 30_000, intervalMs: 100, what: `${s} ready` },
     );
+    if (died !== undefined) throw died;
     return child;
   }
 

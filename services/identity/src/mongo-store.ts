@@ -12,7 +12,19 @@ interface ProfileDoc {
   workspace: string;
   profileId: string;
   rev: number;
-  record: ProfileRecord;
+  /**
+   * The record as JSON text: trait and property names come from customers' events, and MongoDB
+   * gives `$`-prefixed and dotted field names meanings (or refuses them) in updates.
+   */
+  json?: string;
+  /** Records written before `json` (read, never written). */
+  record?: ProfileRecord;
+}
+
+function recordOf(doc: ProfileDoc): ProfileRecord {
+  if (doc.json !== undefined) return JSON.parse(doc.json) as ProfileRecord;
+  if (doc.record !== undefined) return doc.record;
+  throw new Error(`profile document ${doc._id} has neither json nor record`);
 }
 
 interface IdentifierDoc {
@@ -58,7 +70,7 @@ export class MongoProfileStore implements ProfileStore {
 
   async getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
     const doc = await this.profiles.findOne({ _id: `${workspace}.${profileId}` });
-    return doc === null ? undefined : { value: doc.record, revision: doc.rev };
+    return doc === null ? undefined : { value: recordOf(doc), revision: doc.rev };
   }
 
   async putProfile(p: ProfileRecord, revision: number): Promise<number> {
@@ -71,7 +83,7 @@ export class MongoProfileStore implements ProfileStore {
           workspace: p.workspace,
           profileId: p.profileId,
           rev,
-          record: p,
+          json: JSON.stringify(p),
         });
         return rev;
       } catch (e) {
@@ -81,7 +93,7 @@ export class MongoProfileStore implements ProfileStore {
     }
     const res = await this.profiles.updateOne(
       { _id, rev: revision },
-      { $set: { record: p }, $inc: { rev: 1 } },
+      { $set: { json: JSON.stringify(p) }, $unset: { record: "" }, $inc: { rev: 1 } },
     );
     if (res.matchedCount === 0) throw new WriteConflict(`profile ${p.profileId}`);
     return revision + 1;

@@ -206,7 +206,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     const reader = new Resolver(store, clock, rulesFor);
     const view =
       store instanceof KvProfileStore && cfg.LOOKUP_VIEW_ENTRIES > 0
-        ? await ProfileReadView.start(runtime.nc, store, {
+        ? await ProfileReadView.start(await runtime.extraConnection("lookup-view"), store, {
             replicas: cfg.NATS_REPLICAS,
             maxEntries: cfg.LOOKUP_VIEW_ENTRIES,
             logger: runtime.logger,

@@ -33,6 +33,17 @@ export function profileStoreContract(name: string, open: () => ProfileStore): vo
       expect((await store.getProfile("ws", p.profileId))?.value.traits).toEqual({ plan: "gold" });
     });
 
+    it("keeps traits whatever their names ($-prefixed, dotted, empty), on create and update", async () => {
+      const store = open();
+      const p = newProfile("ws", unique("p"), 1);
+      p.traits = { $where: "x", "a.b": 1, "": "empty", nested: { $gt: 2, "c.d": [{ $x: true }] } };
+      const r1 = await store.putProfile(p, 0);
+      expect((await store.getProfile("ws", p.profileId))?.value.traits).toEqual(p.traits);
+      p.traits = { ...p.traits, $set: { plan: "gold" } };
+      await store.putProfile(p, r1);
+      expect((await store.getProfile("ws", p.profileId))?.value).toEqual(p);
+    });
+
     it("deletes, then creates again with a revision the old one never matches", async () => {
       const store = open();
       const p = newProfile("ws", unique("p"), 1);

@@ -1,10 +1,10 @@
 /**
  * Identity's read view: the profile store's two KV buckets (`profiles`,
- * `identity-index`) held in this process's memory, fed by a watch on each, so a
+ * `identity-index`) held in this process's memory, fed by an ordered consumer on each, so a
  * `GetProfile` is answered without a round trip to nats-server (two KV reads in
  * a row cost more than a 2 ms p99 on their own).
  *
- * What it answers may lag the store by the watch's delay (milliseconds): a
+ * What it answers may lag the store by the feed's delay (milliseconds): a
  * caller that needs at least a version it knows of asks with `min_version`, and
  * an older entry is read from the store instead. A key the view does not hold
  * is always read from the store (it may have been written a moment ago), so a
@@ -15,7 +15,8 @@
  * Entries are kept as the stored JSON text (compact one-byte strings) and
  * parsed per read.
  */
-import { Kvm, type KV, type KvWatchEntry } from "@nats-io/kv";
+import { Kvm } from "@nats-io/kv";
+import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { Logger } from "@kairos/kit";
 import type { Ident, ProfileRecord } from "./profile-record.js";
@@ -35,7 +36,7 @@ interface Held {
   until: number;
 }
 
-/** How long a deletion by this process keeps older entries on the watch from bringing a key back. */
+/** How long a deletion by this process keeps older entries on the feed from bringing a key back. */
 const DELETION_HELD_MS = 5_000;
 
 const dec = new TextDecoder();
@@ -57,6 +58,7 @@ export class ProfileReadView implements ProfileStore {
   private readonly stops: (() => void)[] = [];
   private loaded = 0;
   private full = false;
+  private stopped = false;
   lagMs = 0;
   hits = 0;
   misses = 0;
@@ -68,7 +70,12 @@ export class ProfileReadView implements ProfileStore {
     private readonly logger: Logger,
   ) {}
 
-  /** Starts the watches; the view answers from memory once both have replayed the buckets. */
+  /**
+   * Starts following both buckets; the view answers from memory once both have been replayed.
+   * Each is read by an ordered pull consumer (the last value of every key, then every change),
+   * a batch at a time: replaying millions of keys must not swamp nats-server and time out the
+   * requests of everything else (a push watch did, at 3,000,000 keys).
+   */
   static async start(
     nc: NatsConnection,
     store: KvProfileStore,
@@ -78,43 +85,84 @@ export class ProfileReadView implements ProfileStore {
     store.onWrite = (w) => view.noteWrite(w);
     const kvm = new Kvm(nc);
     const kvOpts = { history: 1, replicas: opts.replicas ?? 1 };
-    await view.follow(await kvm.create("profiles", kvOpts), view.profiles);
-    await view.follow(await kvm.create("identity-index", kvOpts), view.index);
+    // Both buckets exist and are measured before either is replayed.
+    const buckets = [
+      { name: "profiles", into: view.profiles, kv: await kvm.create("profiles", kvOpts) },
+      { name: "identity-index", into: view.index, kv: await kvm.create("identity-index", kvOpts) },
+    ];
+    const sizes = await Promise.all(buckets.map((b) => b.kv.status().then((s) => s.values)));
+    const js = jetstream(nc);
+    for (const [i, b] of buckets.entries()) view.follow(js, b.name, b.into, sizes[i] === 0);
     return view;
   }
 
-  private async follow(kv: KV, into: Map<string, Held>): Promise<void> {
-    const empty = (await kv.status()).values === 0;
+  private follow(js: JetStreamClient, bucket: string, into: Map<string, Held>, empty: boolean): void {
+    const prefix = `$KV.${bucket}.`;
+    let loaded = empty;
     if (empty) this.loaded++;
-    const w = await kv.watch();
-    this.stops.push(() => w.stop());
+    /** The last stream sequence (revision) applied: a feed that fails resumes after it. */
+    let last = 0;
     void (async () => {
-      for await (const e of w) {
-        this.apply(into, e);
-        // The watch first replays what is stored; `delta` 0 is its last entry.
-        if (!empty && e.delta === 0 && this.loaded < 2) this.loaded++;
+      while (!this.stopped) {
+        try {
+          const consumer = await js.consumers.get(
+            `KV_${bucket}`,
+            last === 0
+              ? { filter_subjects: `${prefix}>`, deliver_policy: DeliverPolicy.LastPerSubject }
+              : {
+                  filter_subjects: `${prefix}>`,
+                  deliver_policy: DeliverPolicy.StartSequence,
+                  opt_start_seq: last + 1,
+                },
+          );
+          const messages = await consumer.consume({ max_messages: 1000 });
+          this.stops.push(() => void messages.stop());
+          for await (const m of messages) {
+            last = m.info.streamSequence;
+            this.lagMs = Date.now() - m.info.timestampNanos / 1e6;
+            const op = m.headers?.get("KV-Operation") ?? "";
+            this.apply(
+              into,
+              m.subject.slice(prefix.length),
+              op === "" || op === "PUT" ? m.data : undefined,
+              last,
+            );
+            // The replay's end: nothing pending behind this message.
+            if (!loaded && m.info.pending === 0) {
+              loaded = true;
+              this.loaded++;
+            }
+          }
+          if (this.stopped) return;
+          throw new Error("feed ended");
+        } catch (err) {
+          if (this.stopped) return;
+          // nats-server busy or restarted: go on after the last revision applied (deletions included).
+          this.logger.warn({ err, bucket, after: last }, "lookup view's feed failed; resuming");
+          await new Promise((r) => setTimeout(r, 500));
+        }
       }
     })();
   }
 
-  private apply(into: Map<string, Held>, e: KvWatchEntry): void {
-    this.lagMs = Date.now() - e.created.getTime();
-    if (e.operation !== "PUT" || e.value.length === 0) {
-      into.delete(e.key); // nothing older follows a deletion on the watch
+  /** A key's new value (undefined: deleted) from the feed. */
+  private apply(into: Map<string, Held>, key: string, value: Uint8Array | undefined, revision: number): void {
+    if (value === undefined || value.length === 0) {
+      into.delete(key); // nothing older follows a deletion on the feed
       return;
     }
-    const held = into.get(e.key);
-    // A deletion of this process that the watch has not brought yet: what it brings is older.
+    const held = into.get(key);
+    // A deletion of this process that the feed has not brought yet: what it brings is older.
     if (held?.text === undefined && held !== undefined && Date.now() < held.until) return;
-    this.hold(into, e.key, () => dec.decode(e.value), e.revision);
+    this.hold(into, key, () => dec.decode(value), revision);
   }
 
-  /** A write of this process, known before the watch brings it. */
+  /** A write of this process, known before the feed brings it. */
   private noteWrite(w: StoreWrite): void {
     const into = w.bucket === "profiles" ? this.profiles : this.index;
     const text = w.text;
     if (text === undefined) {
-      // Until the watch brings the deletion, the key is read from the store (when the watch has
+      // Until the feed brings the deletion, the key is read from the store (when the feed has
       // brought it already, nothing is held any more).
       const held = into.get(w.key);
       if (held !== undefined) Object.assign(held, { text: undefined, until: Date.now() + DELETION_HELD_MS });
@@ -160,6 +208,7 @@ export class ProfileReadView implements ProfileStore {
   }
 
   stop(): void {
+    this.stopped = true;
     for (const s of this.stops.splice(0)) s();
   }
 

@@ -8,6 +8,7 @@ import {
   decide,
   dueAtOf,
   emptyContact,
+  mergeContacts,
   optOuts,
   timeZoneOf,
   withCancelled,
@@ -366,5 +367,43 @@ describe("dueAtOf", () => {
     expect(
       dueAtOf({ notBefore: nb, intendedAt: timestampFromMs(NOW), eventReceivedAt: timestampFromMs(NOW) }),
     ).toEqual(nb);
+  });
+
+  it("merges two profiles' records: a withdrawal on either stands, sends on either count, once", () => {
+    const survivor = contact({
+      consent: { "email|": { purpose: "", granted: true, source: "signup", atMs: NOW - 10 * H } },
+      sent: sent(1, NOW - 2 * H),
+      cancelled: { "journey:a:p": { atMs: NOW - H, reason: "order" } },
+    });
+    const merged = contact({
+      consent: {
+        "email|": { purpose: "", granted: false, source: "unsubscribe link", atMs: NOW - 3 * H },
+        "sms|marketing": { purpose: "marketing", granted: false, source: "stop", atMs: NOW - 5 * H },
+      },
+      preferences: { channels: ["email"], maxPerWeek: 2, source: "centre", atMs: NOW - H },
+      sent: [{ id: "m1", channel: "email", atMs: NOW - H }],
+      cancelled: { "journey:b:q": { atMs: NOW - 2 * H, reason: "flight changed" } },
+    });
+    const out = mergeContacts(survivor, merged);
+    expect(out.consent["email|"]?.granted).toBe(false);
+    expect(out.consent["sms|marketing"]?.source).toBe("stop");
+    expect(out.preferences?.maxPerWeek).toBe(2);
+    expect(out.sent.map((e) => e.id)).toEqual(["s0", "m1"]);
+    expect(Object.keys(out.cancelled).sort()).toEqual(["journey:a:p", "journey:b:q"]);
+    // The merged profile's withdrawal now decides the survivor's marketing on email.
+    expect(decide(intent, profile(), out, [], policy(), NOW)).toMatchObject({
+      kind: "suppress",
+      reason: "opted_out",
+    });
+    expect(mergeContacts(out, merged)).toEqual(out);
+    // A later statement on the survivor is not overturned by an older one merged in.
+    const later = withConsent(survivor, "email", {
+      purpose: "",
+      granted: true,
+      source: "re-opt-in",
+      atMs: NOW,
+    });
+    expect(mergeContacts(later, merged).consent["email|"]?.source).toBe("re-opt-in");
+    expect(survivor.consent["email|"]?.granted).toBe(true);
   });
 });

@@ -377,6 +377,29 @@ export function withConsent(contact: ContactState, channel: string, r: ConsentRe
 }
 
 /**
+ * One customer's record from two profiles that identity merged: what either was told stands
+ * (the later statement of consent and of preferences wins, so a withdrawal made on the merged-away
+ * profile is not lost), and sends counted on either count against the survivor's caps. Idempotent:
+ * merging the same record again changes nothing.
+ */
+export function mergeContacts(survivor: ContactState, merged: ContactState): ContactState {
+  let out: ContactState = { ...survivor, consent: { ...survivor.consent } };
+  for (const [key, r] of Object.entries(merged.consent)) {
+    const prev = out.consent[key];
+    if (prev === undefined || prev.atMs < r.atMs) out.consent[key] = r;
+  }
+  if (
+    merged.preferences !== undefined &&
+    (out.preferences === undefined || out.preferences.atMs < merged.preferences.atMs)
+  )
+    out.preferences = merged.preferences;
+  const ids = new Set(out.sent.map((e) => e.id));
+  out.sent = [...out.sent, ...merged.sent.filter((e) => !ids.has(e.id))].sort((a, b) => a.atMs - b.atMs);
+  for (const [key, c] of Object.entries(merged.cancelled)) out = withCancelled(out, [key], c.atMs, c.reason);
+  return out;
+}
+
+/**
  * When a dispatched action is due, the reference of its lateness: an immediate
  * action (not_before no later than when it was intended) is due when the
  * customer acted, the event's arrival; a scheduled one at its not_before.

@@ -58,6 +58,7 @@ import {
 import {
   decide,
   dueAtOf,
+  mergeContacts,
   withCancelled,
   withConsent,
   withSent,
@@ -625,7 +626,8 @@ export async function startSuppression(
     /**
      * A deleted customer (GDPR): every action already handed to a channel is withdrawn there (the
      * `profile:deleted` key is checked before each delivery), deferred ones are withdrawn here
-     * (CANCELLED, profile_deleted), and the contact record is erased. Marked at the deletion's
+     * (CANCELLED, profile_deleted), and the contact record and the decisions recorded about them
+     * are erased (what `Explain` answers afterwards is only that they were deleted). Marked at the deletion's
      * time: what was intended after it (a removal from an ad audience that the deletion itself
      * causes, or a re-created customer's actions) goes ahead.
      */
@@ -635,6 +637,8 @@ export async function startSuppression(
         atMs,
         reason: "profile_deleted",
       });
+      // What was decided about them before; the withdrawals below are recorded after it.
+      await stores.purgeDecisions(change.workspace, change.profileId);
       await withdrawDeferred(
         change.workspace,
         change.profileId,
@@ -647,6 +651,37 @@ export async function startSuppression(
       );
       deletions.inc();
     };
+    /**
+     * Profiles identity merged into another: their records join the survivor's (a consent
+     * withdrawn or a send counted on the merged-away profile still applies to the customer), then
+     * are erased. Safe to run again (a redelivery): the merge is idempotent and an erased record
+     * is empty.
+     */
+    const adoptMerged = async (ws: string, survivor: string, merged: readonly string[]) => {
+      for (const loser of merged) {
+        if (loser === survivor) continue;
+        const { state } = await stores.contact(ws, loser);
+        const empty =
+          Object.keys(state.consent).length === 0 &&
+          state.preferences === undefined &&
+          state.sent.length === 0 &&
+          Object.keys(state.cancelled).length === 0;
+        if (empty) continue;
+        await lock.run(profileLock(ws, survivor), () =>
+          stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
+        );
+        await lock.run(profileLock(ws, loser), () => stores.deleteContact(ws, loser));
+        mergedRecords.inc();
+      }
+    };
+    /** Whose record a statement about `profileId` goes to: the survivor, when it was merged away. */
+    const recordHolder = async (ws: string, profileId: string) =>
+      (await profiles.get(ws, profileId))?.profileId || profileId;
+    const mergedRecords = new Counter({
+      name: "kairos_suppression_merged_records_total",
+      help: "Contact records of merged-away profiles joined into their survivor's.",
+      registers,
+    });
     const deletions = new Counter({
       name: "kairos_suppression_deleted_profiles_total",
       help: "Deleted customers forgotten: deferred actions withdrawn, contact record erased.",
@@ -663,6 +698,8 @@ export async function startSuppression(
           await forget(change);
           return;
         }
+        if (change.mergedFrom.length > 0)
+          await adoptMerged(change.workspace, change.profileId, change.mergedFrom);
         const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
         for (const [i, rule] of rules.entries()) {
           if (rule.event !== change.eventName || change.eventName === "") continue;
@@ -740,7 +777,7 @@ export async function startSuppression(
         setConsent: async (req) => {
           validate(req);
           const recordedAtMs = clock();
-          await stores.updateContact(req.workspace, req.profileId, (s) =>
+          await stores.updateContact(req.workspace, await recordHolder(req.workspace, req.profileId), (s) =>
             withConsent(s, req.channel, {
               purpose: req.purpose,
               granted: req.granted,
@@ -768,7 +805,7 @@ export async function startSuppression(
             throw new GrpcError(grpc.status.NOT_FOUND, `unknown channel(s): ${unknown.join(", ")}`);
           }
           const recordedAtMs = clock();
-          await stores.updateContact(req.workspace, req.profileId, (s) =>
+          await stores.updateContact(req.workspace, await recordHolder(req.workspace, req.profileId), (s) =>
             (s.preferences?.atMs ?? 0) > recordedAtMs
               ? s
               : {

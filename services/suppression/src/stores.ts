@@ -262,6 +262,18 @@ export class SuppressionStores {
       .slice(0, limit);
   }
 
+  /**
+   * Erases the recorded decisions about a profile on every channel (a deleted customer); returns
+   * how many. Decisions recorded afterwards (the withdrawals the deletion itself causes) stay.
+   */
+  async purgeDecisions(ws: string, profileId: string): Promise<number> {
+    const keys: string[] = [];
+    for await (const k of await this.decisionsKv.keys(`${[ws, profileId].map(keyToken).join(".")}.>`))
+      keys.push(k);
+    await Promise.all(keys.map((k) => this.decisionsKv.purge(k)));
+    return keys.length;
+  }
+
   listKey(ws: string, channel: string, type: string, value: string): string {
     return [ws, channel, type, value].map(keyToken).join(".");
   }

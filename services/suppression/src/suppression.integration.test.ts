@@ -57,6 +57,8 @@ const fixtures: [string, JsonObject][] = [
   ["p_flaky", {}],
   ["p_crash", { timezone: "Pacific/Kiritimati" }],
   ["p_survivor", {}],
+  ["p_joined", {}],
+  ["p_anon", {}],
 ];
 
 let server: NatsServer;
@@ -307,6 +309,48 @@ describe("suppression", () => {
       reason: "opted_out",
       detail: "consent withdrawn (support)",
     });
+  });
+
+  it("keeps a consent withdrawn on a profile that identity then merges into another", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    try {
+      const q = { workspace: "ws", channel: "email", purpose: "marketing" };
+      await client.setConsent({
+        ...q,
+        profileId: "p_anon",
+        purpose: "",
+        granted: false,
+        source: "unsubscribe link",
+      });
+      expect((await client.check({ ...q, profileId: "p_joined" })).decision).toBe(Decision.ALLOW);
+      // Identity merges p_anon into p_joined: from now on it answers p_anon with the survivor.
+      identity.mergedInto.set("p_anon", "p_joined");
+      const merge = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: "p_joined",
+        version: 2n,
+        mergedFrom: ["p_anon"],
+      });
+      await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, merge), {
+        msgID: "ws:p_joined:2",
+      });
+      await waitFor(
+        async () => (await client.check({ ...q, profileId: "p_joined" })).reason === "opted_out",
+        {
+          what: "the merged-away profile's withdrawal to apply to the survivor",
+        },
+      );
+      await publishIntent("p_joined", "act_joined");
+      expect((await outcome("act_joined")).msg).toMatchObject({
+        reason: "opted_out",
+        detail: "consent withdrawn (unsubscribe link)",
+      });
+      // A statement made afterwards under the merged-away id reaches the survivor's record.
+      await client.setConsent({ ...q, profileId: "p_anon", purpose: "", granted: true, source: "re-opt-in" });
+      expect((await client.check({ ...q, profileId: "p_joined" })).decision).toBe(Decision.ALLOW);
+    } finally {
+      client.close();
+    }
   });
 
   it("dead-letters an intent for a channel that is not configured", async () => {
