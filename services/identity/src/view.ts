@@ -91,7 +91,9 @@ export class ProfileReadView implements ProfileStore {
       { name: "identity-index", into: view.index, kv: await kvm.create("identity-index", kvOpts) },
     ];
     const sizes = await Promise.all(buckets.map((b) => b.kv.status().then((s) => s.values)));
-    const js = jetstream(nc);
+    // Creating a consumer that starts at the last value of every key takes nats-server a while
+    // with millions of keys (well over the default 5 s at 2,000,000 on a small machine).
+    const js = jetstream(nc, { timeout: 120_000 });
     for (const [i, b] of buckets.entries()) view.follow(js, b.name, b.into, sizes[i] === 0);
     return view;
   }
