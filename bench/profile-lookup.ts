@@ -17,7 +17,7 @@ import { createGrpcClient } from "@kairos/kit";
 import { indexKey, newProfile, profileIdFor, type Ident } from "@kairos/identity";
 import { Mesh, NatsServer, sleep } from "@kairos/testkit";
 import { measureGrpcFloor } from "./grpc-floor.js";
-import { histogramQuantileMs, peakRssMiB, scrapeHistogram, summarize } from "./stats.js";
+import { histogramQuantileMs, peakRssMiB, rssMiB, scrapeHistogram, summarize } from "./stats.js";
 
 const PROFILES = Number(process.env.BENCH_PROFILES ?? 1_000_000);
 const RATES = (process.env.BENCH_RATES ?? "1000,5000").split(",").map(Number);
@@ -66,6 +66,8 @@ try {
     webhookUrl: "http://127.0.0.1:1/",
     services: ["identity"],
   });
+  // Identity is ready once its lookup view holds the store: what that costs in memory.
+  const viewLoadedRss = await rssMiB(mesh.pid("identity"));
   const client = createGrpcClient(ProfileService, mesh.grpcAddress("identity"));
   let failed = 0;
   let firstError = "";
@@ -146,6 +148,7 @@ try {
       closed_loop: closedLoop,
       grpc_floor: floor,
       ...(firstError === "" ? {} : { first_error: firstError }),
+      identity_rss_mib_view_loaded: viewLoadedRss,
       identity_peak_rss_mib: await peakRssMiB(mesh.pid("identity")),
       nats_peak_rss_mib: await peakRssMiB(nats.pid),
     })}`,

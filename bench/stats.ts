@@ -27,11 +27,20 @@ export function summarize(values: readonly number[]): Summary {
 }
 
 /** Peak resident set size of a process from /proc, in MiB (VmHWM), or NaN if unknown. */
-export async function peakRssMiB(pid: number): Promise<number> {
+export function peakRssMiB(pid: number): Promise<number> {
+  return statusMiB(pid, "VmHWM");
+}
+
+/** Resident set size of a process now, in MiB (VmRSS), or NaN if unknown. */
+export function rssMiB(pid: number): Promise<number> {
+  return statusMiB(pid, "VmRSS");
+}
+
+async function statusMiB(pid: number, field: "VmHWM" | "VmRSS"): Promise<number> {
   const { readFile } = await import("node:fs/promises");
   try {
     const status = await readFile(`/proc/${pid}/status`, "utf8");
-    const kb = /VmHWM:\s+(\d+)\s+kB/.exec(status)?.[1];
+    const kb = new RegExp(`${field}:\\s+(\\d+)\\s+kB`).exec(status)?.[1];
     return kb === undefined ? Number.NaN : Math.round(Number(kb) / 1024);
   } catch {
     return Number.NaN;
