@@ -55,7 +55,8 @@ export interface ViewStats {
 export class ProfileReadView implements ProfileStore {
   private readonly profiles = new Map<string, Held>();
   private readonly index = new Map<string, Held>();
-  private readonly stops: (() => void)[] = [];
+  /** The feeds running now, one per bucket, by bucket. */
+  private readonly feeds = new Map<string, { stop(): unknown }>();
   private loaded = 0;
   private full = false;
   private stopped = false;
@@ -118,7 +119,7 @@ export class ProfileReadView implements ProfileStore {
                 },
           );
           const messages = await consumer.consume({ max_messages: 1000 });
-          this.stops.push(() => void messages.stop());
+          this.feeds.set(bucket, messages);
           for await (const m of messages) {
             last = m.info.streamSequence;
             this.lagMs = Date.now() - m.info.timestampNanos / 1e6;
@@ -211,7 +212,8 @@ export class ProfileReadView implements ProfileStore {
 
   stop(): void {
     this.stopped = true;
-    for (const s of this.stops.splice(0)) s();
+    for (const f of this.feeds.values()) f.stop();
+    this.feeds.clear();
   }
 
   /** The JSON held for a key, or undefined when the store must answer. */
