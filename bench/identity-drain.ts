@@ -67,8 +67,7 @@ try {
   const withStart = (performance.now() - t0) / 1000;
   // The drain itself: from the first change stored to the last (the process's start-up apart).
   const info = (await jsm.streams.info("PROFILES")).state;
-  const storedAt = async (seq: number) =>
-    (await jsm.streams.getMessage("PROFILES", { seq }))!.time.getTime();
+  const storedAt = async (seq: number) => (await jsm.streams.getMessage("PROFILES", { seq }))!.time.getTime();
   const s = ((await storedAt(info.last_seq)) - (await storedAt(info.first_seq))) / 1000;
   console.log(
     `IDENTITY_DRAIN ${JSON.stringify({ events: N, customers: CUSTOMERS, seconds: Math.round(s * 10) / 10, events_per_s: Math.round(N / s), seconds_with_start: Math.round(withStart * 10) / 10, identity_peak_rss_mib: await peakRssMiB(mesh.pid("identity")) })}`,
