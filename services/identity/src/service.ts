@@ -70,6 +70,11 @@ export const configSpec = {
    * Lookups of what does not fit read the store.
    */
   LOOKUP_VIEW_ENTRIES: env.int(5_000_000, { min: 0, max: 100_000_000 }),
+  /**
+   * The lookup view's memory bound in MiB, estimated from keys and JSON texts plus a per-entry
+   * overhead (the process's RSS runs about 1.25 times this plus its base of ~150 MiB); 0 turns the view off.
+   */
+  LOOKUP_VIEW_MIB: env.int(1024, { min: 0, max: 1_048_576 }),
   /** How often profiles whose windowed computed traits slid are looked for. */
   WINDOW_TICK: env.duration(250),
 };
@@ -205,10 +210,11 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     // Deletion and unmerge read the store itself; lookups read the in-memory view where there is one.
     const reader = new Resolver(store, clock, rulesFor);
     const view =
-      store instanceof KvProfileStore && cfg.LOOKUP_VIEW_ENTRIES > 0
+      store instanceof KvProfileStore && cfg.LOOKUP_VIEW_ENTRIES > 0 && cfg.LOOKUP_VIEW_MIB > 0
         ? await ProfileReadView.start(await runtime.extraConnection("lookup-view"), store, {
             replicas: cfg.NATS_REPLICAS,
             maxEntries: cfg.LOOKUP_VIEW_ENTRIES,
+            maxBytes: cfg.LOOKUP_VIEW_MIB * 1024 * 1024,
             logger: runtime.logger,
           })
         : undefined;
@@ -225,6 +231,14 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const s = view.stats();
           this.set({ kind: "profile" }, s.profiles);
           this.set({ kind: "identifier" }, s.identifiers);
+        },
+      });
+      new Gauge({
+        name: "kairos_identity_view_bytes",
+        help: "Estimated memory the lookup view holds (keys, JSON texts, per-entry overhead).",
+        registers: [runtime.metrics.registry],
+        collect() {
+          this.set(view.bytes);
         },
       });
       new Gauge({

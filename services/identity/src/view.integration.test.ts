@@ -45,6 +45,7 @@ describe("ProfileReadView", () => {
     try {
       await waitFor(() => view.ready);
       expect(view.stats()).toMatchObject({ profiles: 1, identifiers: 1 });
+      expect(view.stats().bytes).toBeGreaterThan(JSON.stringify(a.p).length);
       const hits = view.hits;
       expect((await view.lookup("ws-a", a.email))?.value).toEqual({ profileId: "p-a" });
       expect((await view.getProfile("ws-a", "p-a"))?.value.traits).toEqual({ plan: "free" });
@@ -71,6 +72,7 @@ describe("ProfileReadView", () => {
       expect(await view.getProfile("ws-a", "p-a")).toBeUndefined();
       expect(await view.lookup("ws-a", a.email)).toBeUndefined();
       await waitFor(() => view.stats().profiles === 0 && view.stats().identifiers === 0);
+      expect(view.stats().bytes).toBe(0);
       expect(await view.getProfile("ws-a", "p-a")).toBeUndefined();
     } finally {
       view.stop();
@@ -94,6 +96,19 @@ describe("ProfileReadView", () => {
       expect((await view.lookup("ws-b", b.email))?.value).toEqual({ profileId: "p-b" });
       expect((await view.lookup("ws-b", c.email))?.value).toEqual({ profileId: "p-c" });
       expect(view.misses).toBe(misses + 2);
+    } finally {
+      view.stop();
+    }
+  });
+
+  it("holds nothing past its memory bound, and still answers from the store", async () => {
+    const d = await stored("ws-c", "p-d", "gold");
+    const view = await ProfileReadView.start(nc, store, { maxEntries: 1000, maxBytes: 100, logger });
+    try {
+      await waitFor(() => view.ready);
+      expect(view.stats()).toMatchObject({ profiles: 0, bytes: 0 });
+      expect((await view.getProfile("ws-c", "p-d"))?.value.traits).toEqual({ plan: "gold" });
+      expect((await view.lookup("ws-c", d.email))?.value).toEqual({ profileId: "p-d" });
     } finally {
       view.stop();
     }
