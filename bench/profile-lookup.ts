@@ -28,8 +28,8 @@ const enc = new TextEncoder();
 
 const nats = await NatsServer.start();
 let mesh: Mesh | undefined;
+const nc = await connect({ servers: nats.url });
 try {
-  const nc = await connect({ servers: nats.url });
   const kvm = new Kvm(nc);
   const profiles = await kvm.create("profiles", { history: 1 });
   const index = await kvm.create("identity-index", { history: 1 });
@@ -155,6 +155,8 @@ try {
   );
   await nc.close();
 } finally {
+  // Also when something failed: a connection left open would keep the benchmark from exiting.
+  if (!nc.isClosed()) await nc.close();
   await mesh?.[Symbol.asyncDispose]();
   await nats[Symbol.asyncDispose]();
 }
