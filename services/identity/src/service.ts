@@ -66,7 +66,7 @@ export const configSpec = {
   CLAIM_TAKEOVER: env.duration(5000),
   /**
    * Profiles and identifiers `GetProfile` answers from memory (a view of the KV store fed by
-   * watches; about 0.3 KiB an entry for a typical profile); 0 reads the store on every lookup.
+   * ordered consumers; about 0.3 KiB an entry for a typical profile); 0 reads the store on every lookup.
    * Lookups of what does not fit read the store.
    */
   LOOKUP_VIEW_ENTRIES: env.int(5_000_000, { min: 0, max: 100_000_000 }),
@@ -420,7 +420,11 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
           let found = await lookups.find(ws, id);
           // The view may lag the store by milliseconds; a caller that knows of a newer version gets it.
-          if (found !== undefined && lookups !== reader && BigInt(found.value.version) < req.minVersion)
+          if (
+            lookups !== reader &&
+            req.minVersion > 0n &&
+            (found === undefined || BigInt(found.value.version) < req.minVersion)
+          )
             found = await reader.find(ws, id);
           if (found === undefined) {
             throw new GrpcError(

@@ -34,7 +34,6 @@ interface Held {
   /** The stored JSON; undefined for a key this process deleted (read from the store meanwhile). */
   text: string | undefined;
   revision: number;
-  until: number;
 }
 
 /**
@@ -44,9 +43,6 @@ interface Held {
  */
 const ENTRY_OVERHEAD_BYTES = 120;
 
-/** How long a deletion by this process keeps older entries on the feed from bringing a key back. */
-const DELETION_HELD_MS = 5_000;
-
 const dec = new TextDecoder();
 
 export interface ViewStats {
@@ -54,6 +50,8 @@ export interface ViewStats {
   identifiers: number;
   /** Estimated memory held (keys, JSON text, per-entry overhead). */
   bytes: number;
+  /** Feeds that failed and are not running again yet (the view is not used meanwhile). */
+  feedsFailing: number;
   /** Both buckets replayed up to where they stood when the view started. */
   ready: boolean;
   /** Store time to arrival in the view of the last entry seen, in ms. */
@@ -70,6 +68,8 @@ export class ProfileReadView implements ProfileStore {
   private loaded = 0;
   private full = false;
   private stopped = false;
+  /** Buckets whose feed failed and is not running again yet: reads go to the store meanwhile. */
+  private readonly failing = new Set<string>();
   lagMs = 0;
   /** Estimated memory held: keys, texts and per-entry overhead. */
   bytes = 0;
@@ -138,6 +138,7 @@ export class ProfileReadView implements ProfileStore {
           );
           const messages = await consumer.consume({ max_messages: 1000 });
           this.feeds.set(bucket, messages);
+          this.failing.delete(bucket);
           for await (const m of messages) {
             last = m.info.streamSequence;
             this.lagMs = Date.now() - m.info.timestampNanos / 1e6;
@@ -158,6 +159,8 @@ export class ProfileReadView implements ProfileStore {
           throw new Error("feed ended");
         } catch (err) {
           if (this.stopped) return;
+          // Until the feed runs again the view may miss others' writes and deletions: not used.
+          this.failing.add(bucket);
           // nats-server busy or restarted: go on after the last revision applied (deletions included).
           this.logger.warn({ err, bucket, after: last }, "lookup view's feed failed; resuming");
           await new Promise((r) => setTimeout(r, 500));
@@ -173,8 +176,9 @@ export class ProfileReadView implements ProfileStore {
       return;
     }
     const held = into.get(key);
-    // A deletion of this process that the feed has not brought yet: what it brings is older.
-    if (held?.text === undefined && held !== undefined && Date.now() < held.until) return;
+    // A deletion of this process that the feed has not brought yet: what it brings up to the
+    // revision deleted is older (the feed's own deletion marker, which follows, removes the entry).
+    if (held !== undefined && held.text === undefined && revision <= held.revision) return;
     this.hold(into, key, () => dec.decode(value), revision);
   }
 
@@ -188,8 +192,7 @@ export class ProfileReadView implements ProfileStore {
       const held = into.get(w.key);
       if (held !== undefined) {
         this.bytes -= held.text?.length ?? 0;
-        held.text = undefined;
-        held.until = Date.now() + DELETION_HELD_MS;
+        held.text = undefined; // keeps its revision: nothing up to it is taken from the feed again
       }
       return;
     }
@@ -219,7 +222,7 @@ export class ProfileReadView implements ProfileStore {
       return;
     }
     this.bytes += size;
-    into.set(key, { text: t, revision, until: 0 });
+    into.set(key, { text: t, revision });
   }
 
   private remove(into: Map<string, Held>, key: string): void {
@@ -239,6 +242,7 @@ export class ProfileReadView implements ProfileStore {
       identifiers: this.index.size,
       bytes: this.bytes,
       ready: this.ready,
+      feedsFailing: this.failing.size,
       lagMs: this.lagMs,
       hits: this.hits,
       misses: this.misses,
@@ -253,7 +257,7 @@ export class ProfileReadView implements ProfileStore {
 
   /** The JSON held for a key, or undefined when the store must answer. */
   private held(map: Map<string, Held>, key: string): (Held & { text: string }) | undefined {
-    const h = this.ready ? map.get(key) : undefined;
+    const h = this.ready && this.failing.size === 0 ? map.get(key) : undefined;
     if (h?.text === undefined) {
       this.misses++;
       return undefined;
