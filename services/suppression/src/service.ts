@@ -293,8 +293,16 @@ export async function startSuppression(
         profileId === q.profileId ? first : undefined;
       for (let attempt = 1; ; attempt++) {
         const now = clock();
-        const { state, revision } = read ?? (await stores.contact(q.workspace, profileId));
+        const got = read ?? (await stores.contact(q.workspace, profileId));
         read = undefined;
+        const { revision } = got;
+        let state = got.state;
+        // Merged-away profiles whose records suppression has not joined to this one yet (it does so
+        // when the merge's change comes by): what they were told applies already.
+        for (const m of profile?.mergedFrom ?? []) {
+          const other = m === profileId ? undefined : stores.cachedContact(q.workspace, m);
+          if (other !== undefined) state = mergeContacts(state, other);
+        }
         const verdict = decide(q, profile, state, listed, policy, now);
         if (!take || verdict.kind !== "dispatch" || !verdict.count)
           return { verdict, profile, decidedAtMs: now };
@@ -637,8 +645,6 @@ export async function startSuppression(
         atMs,
         reason: "profile_deleted",
       });
-      // What was decided about them before; the withdrawals below are recorded after it.
-      await stores.purgeDecisions(change.workspace, change.profileId);
       await withdrawDeferred(
         change.workspace,
         change.profileId,
@@ -646,9 +652,15 @@ export async function startSuppression(
         atMs,
         () => ({ kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" }),
       );
-      await lock.run(profileLock(change.workspace, change.profileId), () =>
-        stores.deleteContact(change.workspace, change.profileId),
-      );
+      await lock.run(profileLock(change.workspace, change.profileId), async () => {
+        await stores.deleteContact(change.workspace, change.profileId);
+        // What was decided about them, but the withdrawals the deletion caused (also on a redelivery).
+        await stores.purgeDecisions(
+          change.workspace,
+          change.profileId,
+          (r) => r.reason === "profile_deleted",
+        );
+      });
       deletions.inc();
     };
     /**
@@ -660,23 +672,42 @@ export async function startSuppression(
     const adoptMerged = async (ws: string, survivor: string, merged: readonly string[]) => {
       for (const loser of merged) {
         if (loser === survivor) continue;
-        const { state } = await stores.contact(ws, loser);
-        const empty =
-          Object.keys(state.consent).length === 0 &&
-          state.preferences === undefined &&
-          state.sent.length === 0 &&
-          Object.keys(state.cancelled).length === 0;
-        if (empty) continue;
-        await lock.run(profileLock(ws, survivor), () =>
-          stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
-        );
-        await lock.run(profileLock(ws, loser), () => stores.deleteContact(ws, loser));
-        mergedRecords.inc();
+        await lock.run(profileLock(ws, loser), async () => {
+          for (let attempt = 1; ; attempt++) {
+            // Read from the bucket, not the cache: nothing written to it may be erased unseen.
+            const { state, revision } = await stores.contact(ws, loser, { fresh: true });
+            if (revision === 0) return;
+            await lock.run(profileLock(ws, survivor), () =>
+              stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
+            );
+            try {
+              // Only as read: a write to it meanwhile (another replica) is joined on the next round.
+              await stores.deleteContact(ws, loser, revision);
+              mergedRecords.inc();
+              return;
+            } catch (e) {
+              if (e instanceof WriteConflict && attempt < CAS_ATTEMPTS) continue;
+              throw e;
+            }
+          }
+        });
       }
     };
-    /** Whose record a statement about `profileId` goes to: the survivor, when it was merged away. */
-    const recordHolder = async (ws: string, profileId: string) =>
-      (await profiles.get(ws, profileId))?.profileId || profileId;
+    /**
+     * Whose record a statement about `profileId` goes to: the survivor, when it was merged away
+     * (asked of identity itself, not of the local view, which may not have seen the merge yet).
+     * When identity cannot answer, the statement is recorded as addressed: a withdrawal of consent
+     * must not fail for want of identity (merged-away records not yet joined are read with the
+     * survivor's at decision time and joined when the merge's change is processed).
+     */
+    const recordHolder = async (ws: string, profileId: string) => {
+      try {
+        return (await identityLookup.get(ws, profileId))?.profileId || profileId;
+      } catch (err) {
+        runtime.logger.warn({ err, workspace: ws, profileId }, "identity unavailable; recorded as addressed");
+        return profileId;
+      }
+    };
     const mergedRecords = new Counter({
       name: "kairos_suppression_merged_records_total",
       help: "Contact records of merged-away profiles joined into their survivor's.",

@@ -61,6 +61,17 @@ describe("contact records", () => {
     );
     expect((await stores.contact("ws", "p-many")).state.sent).toHaveLength(10);
   });
+
+  it("erases a record only at the revision read, when asked to", async () => {
+    await stores.updateContact("ws", "p-erase", (s) => withSent(s, { id: "x", channel: "email", atMs: 1 }));
+    const read = await stores.contact("ws", "p-erase", { fresh: true });
+    await stores.updateContact("ws", "p-erase", (s) => withSent(s, { id: "y", channel: "email", atMs: 2 }));
+    await expect(stores.deleteContact("ws", "p-erase", read.revision)).rejects.toBeInstanceOf(WriteConflict);
+    const now = await stores.contact("ws", "p-erase", { fresh: true });
+    expect(now.state.sent.map((e) => e.id)).toEqual(["x", "y"]);
+    await stores.deleteContact("ws", "p-erase", now.revision);
+    expect((await stores.contact("ws", "p-erase", { fresh: true })).revision).toBe(0);
+  });
 });
 
 describe("decision log", () => {
@@ -86,5 +97,15 @@ describe("decision log", () => {
       "a2:SUPPRESSED",
       "a1:DEFERRED",
     ]);
+
+    // A deleted customer: every channel's decisions go, but those kept; other profiles' stay.
+    await stores.recordDecision("ws", "p.1", "email", {
+      ...rec("a5", "CANCELLED", 6),
+      reason: "profile_deleted",
+    });
+    expect(await stores.purgeDecisions("ws", "p.1", (r) => r.reason === "profile_deleted")).toBe(4);
+    expect((await stores.decisions("ws", "p.1", "email", 10)).map((d) => d.actionId)).toEqual(["a5"]);
+    expect(await stores.decisions("ws", "p.1", "sms", 10)).toEqual([]);
+    expect(await stores.decisions("ws", "p.10", "email", 10)).toHaveLength(1);
   });
 });

@@ -158,9 +158,13 @@ export class SuppressionStores {
   }
 
   /** The profile's contact record and the revision to update it from (0: none yet). */
-  async contact(ws: string, profileId: string): Promise<{ state: ContactState; revision: number }> {
+  async contact(
+    ws: string,
+    profileId: string,
+    opts: { fresh?: boolean } = {},
+  ): Promise<{ state: ContactState; revision: number }> {
     const key = this.contactKey(ws, profileId);
-    const cached = this.cache?.get(key);
+    const cached = opts.fresh === true ? undefined : this.cache?.get(key);
     if (cached !== undefined) {
       return {
         state: { ...emptyContact(), ...(JSON.parse(cached.text) as ContactState) },
@@ -172,6 +176,14 @@ export class SuppressionStores {
     const text = dec.decode(e.value);
     this.cache?.set(key, text, e.revision);
     return { state: { ...emptyContact(), ...(JSON.parse(text) as ContactState) }, revision: e.revision };
+  }
+
+  /** The record as this process's cache holds it, without reading the bucket; undefined if not held. */
+  cachedContact(ws: string, profileId: string): ContactState | undefined {
+    const cached = this.cache?.get(this.contactKey(ws, profileId));
+    return cached === undefined
+      ? undefined
+      : { ...emptyContact(), ...(JSON.parse(cached.text) as ContactState) };
   }
 
   /** Writes the record read at `revision`; throws `WriteConflict` if it moved meanwhile. */
@@ -194,11 +206,23 @@ export class SuppressionStores {
     }
   }
 
-  /** Erases the profile's contact record (a deleted customer): consent, preferences, counted sends. */
-  async deleteContact(ws: string, profileId: string): Promise<void> {
+  /**
+   * Erases the profile's contact record (a deleted customer): consent, preferences, counted sends.
+   * With `revision`, only if the record is still at it (else `WriteConflict`).
+   */
+  async deleteContact(ws: string, profileId: string, revision?: number): Promise<void> {
     const key = this.contactKey(ws, profileId);
     this.cache?.drop(key);
-    await this.contactKv.purge(key);
+    if (revision === undefined || revision === 0) {
+      await this.contactKv.purge(key);
+      return;
+    }
+    try {
+      await this.contactKv.purge(key, { previousSeq: revision });
+    } catch (e) {
+      if (isConflict(e)) throw new WriteConflict(key);
+      throw e;
+    }
   }
 
   /** Read, change and write the record, again on a conflict; returns what was written. */
@@ -263,15 +287,26 @@ export class SuppressionStores {
   }
 
   /**
-   * Erases the recorded decisions about a profile on every channel (a deleted customer); returns
-   * how many. Decisions recorded afterwards (the withdrawals the deletion itself causes) stay.
+   * Erases the recorded decisions about a profile on every channel (a deleted customer), but those
+   * `keep` accepts; returns how many were erased.
    */
-  async purgeDecisions(ws: string, profileId: string): Promise<number> {
+  async purgeDecisions(
+    ws: string,
+    profileId: string,
+    keep: (r: DecisionRecord) => boolean = () => false,
+  ): Promise<number> {
     const keys: string[] = [];
     for await (const k of await this.decisionsKv.keys(`${[ws, profileId].map(keyToken).join(".")}.>`))
       keys.push(k);
-    await Promise.all(keys.map((k) => this.decisionsKv.purge(k)));
-    return keys.length;
+    const purged = await Promise.all(
+      keys.map(async (k) => {
+        const e = await this.decisionsKv.get(k);
+        if (live(e) && keep(JSON.parse(dec.decode(e.value)) as DecisionRecord)) return false;
+        await this.decisionsKv.purge(k);
+        return true;
+      }),
+    );
+    return purged.filter(Boolean).length;
   }
 
   listKey(ws: string, channel: string, type: string, value: string): string {

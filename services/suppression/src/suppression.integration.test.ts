@@ -59,6 +59,7 @@ const fixtures: [string, JsonObject][] = [
   ["p_survivor", {}],
   ["p_joined", {}],
   ["p_anon", {}],
+  ["p_known", {}],
 ];
 
 let server: NatsServer;
@@ -351,6 +352,29 @@ describe("suppression", () => {
     } finally {
       client.close();
     }
+  });
+
+  it("applies a merged-away profile's withdrawal before the merge's change has come by", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    try {
+      await client.setConsent({
+        workspace: "ws",
+        profileId: "p_was_anon",
+        channel: "email",
+        purpose: "",
+        granted: false,
+        source: "unsubscribe link",
+      });
+    } finally {
+      client.close();
+    }
+    // Identity has merged p_was_anon into p_known; its ProfileChanged is not published (yet).
+    identity.profiles.get("p_known")!.mergedFrom = ["p_was_anon"];
+    await publishIntent("p_known", "act_known");
+    expect((await outcome("act_known")).msg).toMatchObject({
+      reason: "opted_out",
+      detail: "consent withdrawn (unsubscribe link)",
+    });
   });
 
   it("dead-letters an intent for a channel that is not configured", async () => {
