@@ -122,6 +122,30 @@ describe("deleting a customer", () => {
     expect(await memberships(fresh.profileId)).toEqual([]);
   });
 
+  it("erases the profiles merged into the deleted one, which were kept for unmerge", async () => {
+    const user = `gdpr-m-${randomUUID().slice(0, 6)}`;
+    const anon = `anon-${randomUUID().slice(0, 6)}`;
+    await mesh!.send("shop-server-key", "track", { anonymousId: anon, event: "Product Viewed" });
+    await send("track", { userId: user, event: "Product Viewed" });
+    await waitFor(() => mesh!.profile("shop", "anonymous_id", anon));
+    await waitFor(() => profileOf(user));
+    // Browsing anonymously, then signed in: the identify that links the two merges them.
+    await send("identify", { userId: user, anonymousId: anon, traits: { email: `${user}@example.org` } });
+    const merged = await waitFor(async () => {
+      const p = await profileOf(user);
+      return p !== undefined && p.mergedFrom.length > 0 ? p : undefined;
+    });
+    const stored = await new Kvm(nc).open("profiles");
+    const keys = [merged.profileId, ...merged.mergedFrom].map((id) => `shop.${id}`);
+    for (const k of keys) expect((await stored.get(k))?.operation).toBe("PUT");
+
+    await deleteProfile(user, false);
+    await waitFor(async () => (await profileOf(user)) === undefined);
+    for (const k of keys) expect((await stored.get(k))?.operation, k).not.toBe("PUT");
+    const deletion = await waitFor(() => changes.find((c) => c.profileId === merged.profileId && c.deleted));
+    expect(deletion.mergedFrom).toEqual(merged.mergedFrom);
+  });
+
   it("with suppression, drops the customer's later events instead of re-creating them", async () => {
     const user = `gdpr-s-${randomUUID().slice(0, 6)}`;
     await customer(user);

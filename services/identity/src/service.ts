@@ -529,6 +529,14 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
                 await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
               else await cached.unlink(ws, i);
             }
+            // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
+            // erased with it, first, so a retry after a crash still finds the survivor and its list.
+            const chain = new Set([p.profileId, ...p.mergedFrom]);
+            for (const id of p.mergedFrom) {
+              const t = await store.getProfile(ws, id);
+              if (t?.value.mergedInto !== undefined && chain.has(t.value.mergedInto))
+                await cached.deleteProfile(ws, id);
+            }
             await cached.deleteProfile(ws, p.profileId);
             await windowTimers.cancel(windowKey(ws, p.profileId));
             const version = p.version + 1;
@@ -540,6 +548,8 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
                 profileId: p.profileId,
                 version: BigInt(version),
                 deleted: true,
+                // Downstream erases what it keeps under these ids too.
+                mergedFrom: p.mergedFrom,
                 eventReceivedAt: timestampFromMs(clock()),
                 traceparent: currentTraceparent(),
               }),

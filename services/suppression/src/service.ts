@@ -652,15 +652,14 @@ export async function startSuppression(
         atMs,
         () => ({ kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" }),
       );
-      await lock.run(profileLock(change.workspace, change.profileId), async () => {
-        await stores.deleteContact(change.workspace, change.profileId);
-        // What was decided about them, but the withdrawals the deletion caused (also on a redelivery).
-        await stores.purgeDecisions(
-          change.workspace,
-          change.profileId,
-          (r) => r.reason === "profile_deleted",
-        );
-      });
+      // Their record and what was decided about them, but the withdrawals the deletion caused (also on
+      // a redelivery); the same under the ids of the profiles merged into theirs.
+      for (const id of [change.profileId, ...change.mergedFrom]) {
+        await lock.run(profileLock(change.workspace, id), async () => {
+          await stores.deleteContact(change.workspace, id);
+          await stores.purgeDecisions(change.workspace, id, (r) => r.reason === "profile_deleted");
+        });
+      }
       deletions.inc();
     };
     /**

@@ -198,6 +198,9 @@ export type ProfileChanged = Message<"kairos.v1.ProfileChanged"> & {
   computedTraits?: JsonObject | undefined;
 
   /**
+   * Profiles merged into this one by the event; on a deletion, every profile ever merged into it
+   * (erased with it: what is kept under those ids goes too).
+   *
    * @generated from field: repeated string merged_from = 6;
    */
   mergedFrom: string[];
