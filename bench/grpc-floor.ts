@@ -34,7 +34,7 @@ export interface GrpcFloor {
 
 /** Measures the no-op server at each rate (latency from when each call was due) and closed-loop. */
 export async function measureGrpcFloor(rates: readonly number[], seconds: number): Promise<GrpcFloor> {
-  const child = fork(self, ["serve"], { execArgv: process.execArgv, stdio: "ignore" as never });
+  const child = fork(self, ["serve"], { execArgv: process.execArgv, stdio: "ignore" });
   try {
     const port = await new Promise<number>((resolve, reject) => {
       child.once("message", (m) => resolve(m as number));

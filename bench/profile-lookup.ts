@@ -14,7 +14,7 @@ import { connect } from "@nats-io/transport-node";
 import { Kvm } from "@nats-io/kv";
 import { ProfileService } from "@kairos/contracts";
 import { createGrpcClient } from "@kairos/kit";
-import { indexKey, newProfile, profileIdFor, type Ident } from "@kairos/identity";
+import { indexKey, newProfile, profileBuckets, profileIdFor, type Ident } from "@kairos/identity";
 import { Mesh, NatsServer, sleep } from "@kairos/testkit";
 import { measureGrpcFloor } from "./grpc-floor.js";
 import { histogramQuantileMs, peakRssMiB, rssMiB, scrapeHistogram, summarize } from "./stats.js";
@@ -31,8 +31,8 @@ let mesh: Mesh | undefined;
 const nc = await connect({ servers: nats.url });
 try {
   const kvm = new Kvm(nc);
-  const profiles = await kvm.create("profiles", { history: 1 });
-  const index = await kvm.create("identity-index", { history: 1 });
+  const profiles = await kvm.create(profileBuckets.profiles, { history: 1 });
+  const index = await kvm.create(profileBuckets.index, { history: 1 });
 
   // The store, as identity would have left it: a profile and two index entries per customer.
   const loadStart = performance.now();

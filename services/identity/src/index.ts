@@ -6,6 +6,7 @@ export {
   KvProfileStore,
   WriteConflict,
   indexKey,
+  profileBuckets,
   type ProfileStore,
   type IndexTarget,
 } from "./store.js";

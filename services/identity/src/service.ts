@@ -212,7 +212,6 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     const view =
       store instanceof KvProfileStore && cfg.LOOKUP_VIEW_ENTRIES > 0 && cfg.LOOKUP_VIEW_MIB > 0
         ? await ProfileReadView.start(await runtime.extraConnection("lookup-view"), store, {
-            replicas: cfg.NATS_REPLICAS,
             maxEntries: cfg.LOOKUP_VIEW_ENTRIES,
             maxBytes: cfg.LOOKUP_VIEW_MIB * 1024 * 1024,
             logger: runtime.logger,

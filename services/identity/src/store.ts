@@ -56,11 +56,14 @@ function isConflict(e: unknown): boolean {
 
 /** A write this process made to the KV store: the key's new JSON text (undefined once deleted). */
 export interface StoreWrite {
-  bucket: "profiles" | "identity-index";
+  bucket: (typeof profileBuckets)[keyof typeof profileBuckets];
   key: string;
   text: string | undefined;
   revision: number;
 }
+
+/** The KV buckets of `KvProfileStore`: profiles by id, and the identifier index. */
+export const profileBuckets = { profiles: "profiles", index: "identity-index" } as const;
 
 export class KvProfileStore implements ProfileStore {
   /** Told of every successful write (identity's lookup view learns its own writes at once). */
@@ -74,7 +77,10 @@ export class KvProfileStore implements ProfileStore {
   static async open(nc: NatsConnection, replicas = 1): Promise<KvProfileStore> {
     const kvm = new Kvm(nc);
     const opts = { history: 1, replicas };
-    return new KvProfileStore(await kvm.create("profiles", opts), await kvm.create("identity-index", opts));
+    return new KvProfileStore(
+      await kvm.create(profileBuckets.profiles, opts),
+      await kvm.create(profileBuckets.index, opts),
+    );
   }
 
   async getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
@@ -97,14 +103,14 @@ export class KvProfileStore implements ProfileStore {
       if (isConflict(e)) throw new WriteConflict(`profile ${p.profileId}`);
       throw e;
     }
-    this.onWrite?.({ bucket: "profiles", key, text, revision: rev });
+    this.onWrite?.({ bucket: profileBuckets.profiles, key, text, revision: rev });
     return rev;
   }
 
   async deleteProfile(workspace: string, profileId: string): Promise<void> {
     const key = `${workspace}.${profileId}`;
     await this.profiles.delete(key);
-    this.onWrite?.({ bucket: "profiles", key, text: undefined, revision: 0 });
+    this.onWrite?.({ bucket: profileBuckets.profiles, key, text: undefined, revision: 0 });
   }
 
   async lookup(workspace: string, id: Ident): Promise<Versioned<IndexTarget> | undefined> {
@@ -125,14 +131,14 @@ export class KvProfileStore implements ProfileStore {
       if (isConflict(e)) throw new WriteConflict(`identifier ${id.type}`);
       throw e;
     }
-    this.onWrite?.({ bucket: "identity-index", key, text, revision: rev });
+    this.onWrite?.({ bucket: profileBuckets.index, key, text, revision: rev });
     return rev;
   }
 
   async unlink(workspace: string, id: Ident): Promise<void> {
     const key = indexKey(workspace, id);
     await this.index.delete(key);
-    this.onWrite?.({ bucket: "identity-index", key, text: undefined, revision: 0 });
+    this.onWrite?.({ bucket: profileBuckets.index, key, text: undefined, revision: 0 });
   }
 
   async ping(): Promise<boolean> {

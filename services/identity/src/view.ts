@@ -23,6 +23,7 @@ import type { Logger } from "@kairos/kit";
 import type { Ident, ProfileRecord } from "./profile-record.js";
 import {
   indexKey,
+  profileBuckets,
   type IndexTarget,
   type KvProfileStore,
   type ProfileStore,
@@ -93,7 +94,7 @@ export class ProfileReadView implements ProfileStore {
   static async start(
     nc: NatsConnection,
     store: KvProfileStore,
-    opts: { replicas?: number; maxEntries: number; maxBytes?: number; logger: Logger },
+    opts: { maxEntries: number; maxBytes?: number; logger: Logger },
   ): Promise<ProfileReadView> {
     const view = new ProfileReadView(
       store,
@@ -102,12 +103,11 @@ export class ProfileReadView implements ProfileStore {
       opts.logger,
     );
     store.onWrite = (w) => view.noteWrite(w);
+    // The store created both buckets; they are measured before either is replayed.
     const kvm = new Kvm(nc);
-    const kvOpts = { history: 1, replicas: opts.replicas ?? 1 };
-    // Both buckets exist and are measured before either is replayed.
     const buckets = [
-      { name: "profiles", into: view.profiles, kv: await kvm.create("profiles", kvOpts) },
-      { name: "identity-index", into: view.index, kv: await kvm.create("identity-index", kvOpts) },
+      { name: profileBuckets.profiles, into: view.profiles, kv: await kvm.open(profileBuckets.profiles) },
+      { name: profileBuckets.index, into: view.index, kv: await kvm.open(profileBuckets.index) },
     ];
     const sizes = await Promise.all(buckets.map((b) => b.kv.status().then((s) => s.values)));
     // Creating a consumer that starts at the last value of every key takes nats-server a while
@@ -184,7 +184,7 @@ export class ProfileReadView implements ProfileStore {
 
   /** A write of this process, known before the feed brings it. */
   private noteWrite(w: StoreWrite): void {
-    const into = w.bucket === "profiles" ? this.profiles : this.index;
+    const into = w.bucket === profileBuckets.profiles ? this.profiles : this.index;
     const text = w.text;
     if (text === undefined) {
       // Until the feed brings the deletion, the key is read from the store (when the feed has

@@ -671,25 +671,23 @@ export async function startSuppression(
     const adoptMerged = async (ws: string, survivor: string, merged: readonly string[]) => {
       for (const loser of merged) {
         if (loser === survivor) continue;
-        await lock.run(profileLock(ws, loser), async () => {
-          for (let attempt = 1; ; attempt++) {
-            // Read from the bucket, not the cache: nothing written to it may be erased unseen.
-            const { state, revision } = await stores.contact(ws, loser, { fresh: true });
-            if (revision === 0) return;
-            await lock.run(profileLock(ws, survivor), () =>
-              stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
-            );
-            try {
-              // Only as read: a write to it meanwhile (another replica) is joined on the next round.
-              await stores.deleteContact(ws, loser, revision);
-              mergedRecords.inc();
-              return;
-            } catch (e) {
-              if (e instanceof WriteConflict && attempt < CAS_ATTEMPTS) continue;
-              throw e;
-            }
+        for (let attempt = 1; ; attempt++) {
+          // Read from the bucket, not the cache, and erased only as read (compare-and-set): a write
+          // to it meanwhile, from any replica, is joined on the next round rather than lost.
+          const { state, revision } = await stores.contact(ws, loser, { fresh: true });
+          if (revision === 0) break;
+          await lock.run(profileLock(ws, survivor), () =>
+            stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
+          );
+          try {
+            await stores.deleteContact(ws, loser, revision);
+            mergedRecords.inc();
+            break;
+          } catch (e) {
+            if (e instanceof WriteConflict && attempt < CAS_ATTEMPTS) continue;
+            throw e;
           }
-        });
+        }
       }
     };
     /**

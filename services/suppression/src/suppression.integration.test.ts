@@ -155,6 +155,23 @@ async function publishIntent(
   });
 }
 
+/** Records through `SetConsent` that the customer withdrew consent to email for every purpose. */
+async function withdrawEmailConsent(profileId: string, source: string) {
+  const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+  try {
+    await client.setConsent({
+      workspace: "ws",
+      profileId,
+      channel: "email",
+      purpose: "",
+      granted: false,
+      source,
+    });
+  } finally {
+    client.close();
+  }
+}
+
 describe("suppression", () => {
   it("dispatches an allowed intent with the profile's identifiers and traits, due when the event arrived", async () => {
     await publishIntent("p_ok", "act_ok");
@@ -293,18 +310,7 @@ describe("suppression", () => {
   });
 
   it("applies the survivor's consent to an intent for a profile merged away", async () => {
-    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
-    try {
-      await client.setConsent({
-        workspace: "ws",
-        profileId: "p_survivor",
-        channel: "email",
-        granted: false,
-        source: "support",
-      });
-    } finally {
-      client.close();
-    }
+    await withdrawEmailConsent("p_survivor", "support");
     await publishIntent("p_merged_away", "act_merged");
     expect((await outcome("act_merged")).msg).toMatchObject({
       reason: "opted_out",
@@ -355,19 +361,7 @@ describe("suppression", () => {
   });
 
   it("applies a merged-away profile's withdrawal before the merge's change has come by", async () => {
-    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
-    try {
-      await client.setConsent({
-        workspace: "ws",
-        profileId: "p_was_anon",
-        channel: "email",
-        purpose: "",
-        granted: false,
-        source: "unsubscribe link",
-      });
-    } finally {
-      client.close();
-    }
+    await withdrawEmailConsent("p_was_anon", "unsubscribe link");
     // Identity has merged p_was_anon into p_known; its ProfileChanged is not published (yet).
     identity.profiles.get("p_known")!.mergedFrom = ["p_was_anon"];
     await publishIntent("p_known", "act_known");
