@@ -13,5 +13,6 @@ case "$what" in
   dispatch) exec pnpm exec tsx bench/dispatch.ts ;;
   timers) exec pnpm exec tsx bench/timers.ts ;;
   segmentation) exec pnpm exec tsx bench/segmentation.ts ;;
+  floor) exec pnpm exec tsx bench/stage-floor.ts ;;
   *) echo "unknown benchmark '$what' (see bench/README.md)" >&2; exit 2 ;;
 esac
