@@ -2,6 +2,7 @@
  * The mesh's protobuf contracts, generated from `proto/kairos/v1` by protoc-gen-es.
  * Never edit `gen/` by hand: run `pnpm run generate`.
  */
+import "./text-encoding.js";
 export * from "./gen/kairos/v1/event_pb.js";
 export * from "./gen/kairos/v1/profile_pb.js";
 export * from "./gen/kairos/v1/action_pb.js";
@@ -36,3 +37,4 @@ export const contractFiles = [
   file_kairos_v1_suppression_service,
   file_kairos_v1_dispatcher_service,
 ] as const;
+export { toBinaryFast, fromBinaryFast } from "./fast-codec.js";

@@ -10,7 +10,7 @@
  */
 import { EventEmitter, on, setMaxListeners } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { context, SpanKind, trace, type Span } from "@opentelemetry/api";
 import { Kvm, type KV } from "@nats-io/kv";
@@ -22,6 +22,7 @@ import {
   OutcomeSchema,
   OutcomeStatus,
   type Dispatch,
+  fromBinaryFast,
 } from "@kairos/contracts";
 import {
   loadMeshConfig,
@@ -565,7 +566,7 @@ export async function startDispatcher<S, E extends ConfigSpec>(
       await runtime.consume(spec, {
         stage: "dispatch",
         concurrency,
-        decode: (b) => fromBinary(DispatchSchema, b),
+        decode: (b) => fromBinaryFast(DispatchSchema, b),
         handle,
       });
 

@@ -8,9 +8,9 @@
 import type { JetStreamClient, JsMsg, ConsumerMessages } from "@nats-io/jetstream";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { context, ROOT_CONTEXT, SpanKind, trace, type Span, type Tracer } from "@opentelemetry/api";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { DeadLetterSchema } from "@kairos/contracts";
+import { DeadLetterSchema, toBinaryFast } from "@kairos/contracts";
 import { Semaphore } from "./semaphore.js";
 import { extractTraceContext, recordSpanError } from "./telemetry.js";
 import { natsHeaderCarrier } from "./publisher.js";
@@ -134,7 +134,7 @@ export function startConsumer<T>(opts: ConsumeOptions<T>): RunningConsumer {
     h.set("Kairos-Service", opts.service);
     h.set("Kairos-Dlq-Reason", reason);
     h.set("Kairos-Error", error.slice(0, 1000).replace(/[\r\n]+/g, " "));
-    await opts.js.publish(subjects.dlq(opts.service), toBinary(DeadLetterSchema, dl), {
+    await opts.js.publish(subjects.dlq(opts.service), toBinaryFast(DeadLetterSchema, dl), {
       headers: h,
       msgID: `${m.info.stream}:${m.info.streamSequence}`,
     });

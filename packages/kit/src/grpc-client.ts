@@ -1,6 +1,7 @@
 /** A typed grpc-js client built from protobuf-es service descriptors, propagating trace context. */
+import { toBinaryFast, fromBinaryFast } from "@kairos/contracts";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { create, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { injectTraceContext } from "./telemetry.js";
@@ -59,8 +60,8 @@ export function createGrpcClient<T extends GenServiceMethods>(
   const out: Record<string, unknown> = { close: () => client.close() };
   for (const m of (service as unknown as GenService<GenServiceMethods>).methods) {
     const path = `/${service.typeName}/${m.name}`;
-    const ser = (v: unknown) => Buffer.from(toBinary(m.input, create(m.input, v as never)));
-    const de = (b: Buffer) => fromBinary(m.output, b);
+    const ser = (v: unknown) => Buffer.from(toBinaryFast(m.input, create(m.input, v as never)));
+    const de = (b: Buffer) => fromBinaryFast(m.output, b);
     switch (m.methodKind) {
       case "unary":
         out[m.localName] = (req: unknown, opts?: CallOptions) =>

@@ -3,15 +3,9 @@
  * `grpc.health.v1` health checking, server reflection, one span and one latency
  * observation per RPC, and W3C trace context read from the call metadata.
  */
+import { toBinaryFast, fromBinaryFast } from "@kairos/contracts";
 import * as grpc from "@grpc/grpc-js";
-import {
-  create,
-  fromBinary,
-  toBinary,
-  type DescFile,
-  type DescMessage,
-  type MessageShape,
-} from "@bufbuild/protobuf";
+import { create, toBinary, type DescFile, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { GenService, GenServiceMethods } from "@bufbuild/protobuf/codegenv2";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
@@ -69,10 +63,10 @@ export function implement<T extends GenServiceMethods>(
 }
 
 function serializer(schema: DescMessage) {
-  return (value: unknown) => Buffer.from(toBinary(schema, create(schema, value as never)));
+  return (value: unknown) => Buffer.from(toBinaryFast(schema, create(schema, value as never)));
 }
 function deserializer(schema: DescMessage) {
-  return (bytes: Buffer) => fromBinary(schema, bytes);
+  return (bytes: Buffer) => fromBinaryFast(schema, bytes);
 }
 
 /** A grpc-js service definition built from a protobuf-es descriptor. */

@@ -2,10 +2,11 @@
  * Windowed JetStream publishing: many publishes in flight, bounded, each
  * carrying the W3C trace context of a PRODUCER span in its headers.
  */
+import { toBinaryFast } from "@kairos/contracts";
 import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { context, SpanKind, trace, type Tracer } from "@opentelemetry/api";
-import { toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
+import { type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { Semaphore } from "./semaphore.js";
 import { injectTraceContext, recordSpanError } from "./telemetry.js";
 
@@ -72,7 +73,7 @@ export class Publisher {
     message: MessageShape<D>,
     opts?: PublishOptions,
   ): Promise<PubAck> {
-    return this.publish(subject, toBinary(schema, message), opts);
+    return this.publish(subject, toBinaryFast(schema, message), opts);
   }
 
   /** Publishes without waiting for a window slot's ack; errors go to `onError`. */

@@ -11,7 +11,7 @@
  *   were added (KV `ad-audience-members`), published straight to DISPATCH:
  *   removing needs no consent. A pending add is cancelled as well.
  */
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Kvm, type KV } from "@nats-io/kv";
 import { z } from "zod";
@@ -22,6 +22,7 @@ import {
   MembershipChange,
   ProfileChangedSchema,
   SegmentMembershipChangedSchema,
+  fromBinaryFast,
 } from "@kairos/contracts";
 import {
   classifyError,
@@ -237,7 +238,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
 
       await runtime.consume(durableConsumer("SEGMENTS", `dispatcher-${channel.name}-segments`), {
         stage: "audience",
-        decode: (b) => fromBinary(SegmentMembershipChangedSchema, b),
+        decode: (b) => fromBinaryFast(SegmentMembershipChangedSchema, b),
         handle: async (m) => {
           const audiences = bySegment.get(m.segment) ?? [];
           if (audiences.length === 0) return;
@@ -291,7 +292,7 @@ export function adsChannel(): ChannelDefinition<AdsSettings> {
 
       await runtime.consume(durableConsumer("PROFILES", `dispatcher-${channel.name}-deletions`), {
         stage: "audience",
-        decode: (b) => fromBinary(ProfileChangedSchema, b),
+        decode: (b) => fromBinaryFast(ProfileChangedSchema, b),
         handle: async (c) => {
           if (!c.deleted) return;
           const { record } = await readRecord(c.workspace, c.profileId);

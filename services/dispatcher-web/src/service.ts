@@ -14,9 +14,8 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
-import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { z } from "zod";
-import { DispatchSchema } from "@kairos/contracts";
+import { DispatchSchema, toBinaryFast, fromBinaryFast } from "@kairos/contracts";
 import {
   actionOf,
   configSpecOf,
@@ -83,7 +82,7 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
       try {
         const reply = await nc.request(
           liveSubject(a.channel, a.workspace),
-          a.bytes ?? toBinary(DispatchSchema, a.dispatch),
+          a.bytes ?? toBinaryFast(DispatchSchema, a.dispatch),
           {
             timeout: settings.replyTimeout,
           },
@@ -109,7 +108,7 @@ export function webChannel(): ChannelDefinition<WebSettings, typeof extraEnv> {
           if (err !== null) return;
           let n = 0;
           try {
-            const a = actionOf(fromBinary(DispatchSchema, msg.data), 1);
+            const a = actionOf(fromBinaryFast(DispatchSchema, msg.data), 1);
             if (a !== undefined) n = live.publish(a);
           } catch (e) {
             runtime.logger.warn({ err: e }, "undecodable live action");

@@ -4,7 +4,7 @@
  * answers `ProfileService` lookups by any identifier.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { Counter, Gauge } from "prom-client";
 import {
@@ -15,6 +15,7 @@ import {
   ProfileService,
   type Event,
   type Profile,
+  fromBinaryFast,
 } from "@kairos/contracts";
 import {
   consumers,
@@ -384,7 +385,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     await runtime.consume(consumers.identity, {
       stage: "resolve",
       concurrency: cfg.CONCURRENCY,
-      decode: (b) => fromBinary(EventSchema, b),
+      decode: (b) => fromBinaryFast(EventSchema, b),
       handle: async (e) => {
         if (e.workspace === "" || e.messageId === "") {
           throw new PermanentError("event without workspace or message id");

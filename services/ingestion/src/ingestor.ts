@@ -3,8 +3,7 @@
  * id as Nats-Msg-Id, and the caller hears back only once JetStream has stored
  * every one of them. Shared by the HTTP and gRPC doors.
  */
-import { toBinary } from "@bufbuild/protobuf";
-import { EventSchema, type Event } from "@kairos/contracts";
+import { EventSchema, type Event, toBinaryFast } from "@kairos/contracts";
 import { partitionOf, subjects, type Publisher } from "@kairos/kit";
 import { Counter, Histogram, type Registry } from "prom-client";
 import { LATENCY_BUCKETS_S } from "@kairos/kit";
@@ -79,7 +78,7 @@ export class Ingestor {
       events.map((e) =>
         this.publisher.publish(
           subjects.events(e.workspace, partitionOf(partitionKey(e), this.partitions)),
-          toBinary(EventSchema, e),
+          toBinaryFast(EventSchema, e),
           { msgID: `${e.workspace}:${e.messageId}` },
         ),
       ),

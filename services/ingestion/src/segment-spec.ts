@@ -6,9 +6,9 @@
  * shape; `validateEvent` then checks what every event must satisfy whatever
  * door it came in by (HTTP or gRPC). Each failure names the field and why.
  */
-import { create, toBinary, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
+import { create, type JsonObject, type JsonValue } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
-import { EventSchema, EventType, type Event } from "@kairos/contracts";
+import { EventSchema, EventType, type Event, toBinaryFast } from "@kairos/contracts";
 
 /** Segment's limit for one event, in bytes. */
 export const MAX_EVENT_BYTES = 32 * 1024;
@@ -210,7 +210,7 @@ export function validateEvent(event: Event): void {
     default:
       break;
   }
-  const size = toBinary(EventSchema, event).byteLength;
+  const size = toBinaryFast(EventSchema, event).byteLength;
   if (size > MAX_EVENT_BYTES) {
     throw new InvalidEvent("", `event is ${size} bytes encoded, over the ${MAX_EVENT_BYTES}-byte limit`);
   }

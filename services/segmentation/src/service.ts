@@ -3,7 +3,7 @@
  * change, records entries and exits, and turns journey triggers into intents.
  */
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, type JsonObject } from "@bufbuild/protobuf";
+import { create, type JsonObject } from "@bufbuild/protobuf";
 import { timestampFromMs, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { Counter, Histogram } from "prom-client";
 import {
@@ -14,6 +14,7 @@ import {
   SegmentMembershipChangedSchema,
   SegmentService,
   type ProfileChanged,
+  fromBinaryFast,
 } from "@kairos/contracts";
 import { followMeshConfig, loadMeshConfig, type ActionConfig, type MeshConfig } from "@kairos/mesh-config";
 import {
@@ -502,7 +503,7 @@ export async function startSegmentation(
     await runtime.consume(consumers.segmentation, {
       stage: "segment",
       concurrency: cfg.CONCURRENCY,
-      decode: (b) => fromBinary(ProfileChangedSchema, b),
+      decode: (b) => fromBinaryFast(ProfileChangedSchema, b),
       handle: async (change) => {
         const ws = workspaces.get(change.workspace);
         if (ws === undefined) {

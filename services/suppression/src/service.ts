@@ -10,7 +10,7 @@
  */
 import { randomUUID } from "node:crypto";
 import * as grpc from "@grpc/grpc-js";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import { Counter, Gauge, Histogram } from "prom-client";
 import { DeliverPolicy } from "@nats-io/jetstream";
@@ -27,6 +27,8 @@ import {
   type Cancellation,
   type Intent,
   type Profile,
+  toBinaryFast,
+  fromBinaryFast,
 } from "@kairos/contracts";
 import {
   followMeshConfig,
@@ -154,7 +156,7 @@ function followProfiles(runtime: ServiceRuntime, view: ProfileView, fromMs: numb
         for await (const m of messages) {
           let change: ProfileChanged;
           try {
-            change = fromBinary(ProfileChangedSchema, m.data);
+            change = fromBinaryFast(ProfileChangedSchema, m.data);
           } catch (e) {
             runtime.logger.warn({ err: e, seq: m.seq }, "undecodable profile change skipped by the view");
             continue;
@@ -397,7 +399,7 @@ export async function startSuppression(
           priority: intent.priority,
           intendedAtMs: intent.intendedAt === undefined ? decidedAtMs : timestampMs(intent.intendedAt),
           cancelKeys: intent.cancelKeys,
-          intent: Buffer.from(toBinary(IntentSchema, intent)).toString("base64"),
+          intent: Buffer.from(toBinaryFast(IntentSchema, intent)).toString("base64"),
         };
         await stores.putDeferred(entry);
         deferred.apply(key, entry);
@@ -481,7 +483,7 @@ export async function startSuppression(
     await runtime.consume(consumers.suppression, {
       stage: "suppress",
       concurrency: cfg.CONCURRENCY,
-      decode: (b) => fromBinary(IntentSchema, b),
+      decode: (b) => fromBinaryFast(IntentSchema, b),
       handle: async (intent, ctx) => {
         const missing = missingFields({
           action_id: intent.actionId,
@@ -520,7 +522,7 @@ export async function startSuppression(
           deferred.apply(ref.key, entry);
           return;
         }
-        const intent = fromBinary(IntentSchema, Buffer.from(entry.intent, "base64"));
+        const intent = fromBinaryFast(IntentSchema, Buffer.from(entry.intent, "base64"));
         await lock.run(profileLock(entry.workspace, entry.profileId), async () => {
           const { verdict, profile, decidedAtMs } = await judge(
             { ...intent, workspace: entry.workspace, profileId: entry.profileId },
@@ -585,7 +587,7 @@ export async function startSuppression(
         if (ref.intendedAtMs > atMs) continue;
         const found = await stores.getDeferred(ref.key);
         if (found === undefined) continue;
-        const intent = fromBinary(IntentSchema, Buffer.from(found.entry.intent, "base64"));
+        const intent = fromBinaryFast(IntentSchema, Buffer.from(found.entry.intent, "base64"));
         await lock.run(profileLock(workspace, profileId), () =>
           settle(intent, verdictOf(intent), undefined, clock(), found.entry.untilMs),
         );
@@ -616,7 +618,7 @@ export async function startSuppression(
     await runtime.consume(consumers.suppressionCancels, {
       stage: "cancel",
       concurrency: cfg.CONCURRENCY,
-      decode: (b) => fromBinary(CancellationSchema, b),
+      decode: (b) => fromBinaryFast(CancellationSchema, b),
       handle: async (c) => {
         const missing = missingFields({ workspace: c.workspace, profile_id: c.profileId });
         if (missing.length > 0) throw new PermanentError(`cancellation without ${missing.join(", ")}`);
@@ -720,7 +722,7 @@ export async function startSuppression(
     await runtime.consume(profilesConsumer, {
       stage: "profile-change",
       concurrency: cfg.CONCURRENCY,
-      decode: (b) => fromBinary(ProfileChangedSchema, b),
+      decode: (b) => fromBinaryFast(ProfileChangedSchema, b),
       handle: async (change) => {
         if (change.deleted) {
           await forget(change);
