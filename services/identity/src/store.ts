@@ -172,7 +172,8 @@ class Bounded<V> {
  * retries from the store. Absent keys are never cached.
  */
 export class CachingProfileStore implements ProfileStore {
-  private readonly profiles: Bounded<Versioned<ProfileRecord>>;
+  /** Profiles as their JSON text: each read is a fresh copy for the caller to change (the store's own form). */
+  private readonly profiles: Bounded<{ text: string; revision: number }>;
   private readonly index: Bounded<Versioned<IndexTarget>>;
 
   constructor(
@@ -186,17 +187,18 @@ export class CachingProfileStore implements ProfileStore {
   async getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
     const key = `${workspace}.${profileId}`;
     const hit = this.profiles.get(key);
-    if (hit !== undefined) return { value: structuredClone(hit.value), revision: hit.revision };
+    if (hit !== undefined) return { value: JSON.parse(hit.text) as ProfileRecord, revision: hit.revision };
     const v = await this.inner.getProfile(workspace, profileId);
-    if (v !== undefined) this.profiles.set(key, { value: structuredClone(v.value), revision: v.revision });
+    if (v !== undefined) this.profiles.set(key, { text: JSON.stringify(v.value), revision: v.revision });
     return v;
   }
 
   async putProfile(p: ProfileRecord, revision: number): Promise<number> {
     const key = `${p.workspace}.${p.profileId}`;
     try {
+      const text = JSON.stringify(p);
       const rev = await this.inner.putProfile(p, revision);
-      this.profiles.set(key, { value: structuredClone(p), revision: rev });
+      this.profiles.set(key, { text, revision: rev });
       return rev;
     } catch (e) {
       this.profiles.delete(key);
