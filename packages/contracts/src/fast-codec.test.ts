@@ -213,3 +213,56 @@ describe("UTF-8 for protobuf-es", () => {
     expect(decodeUtf8(new Uint8Array([0xc3, 0x28]))).toBe(td.decode(new Uint8Array([0xc3, 0x28])));
   });
 });
+
+describe("fast codec, where protobuf-es is particular", () => {
+  it("drops a Struct key named __proto__ both ways, as protobuf-es does", () => {
+    const traits = JSON.parse('{"__proto__": {"plan": "gold"}, "name": "Ann"}') as Record<string, JsonValue>;
+    const e = create(EventSchema, { messageId: "m", traits });
+    const bytes = toBinary(EventSchema, e);
+    expect(Buffer.from(toBinaryFast(EventSchema, e)).equals(Buffer.from(bytes))).toBe(true);
+    // A writer that did put it on the wire: read without touching the prototype.
+    const sneaky = toBinary(
+      EventSchema,
+      create(EventSchema, { messageId: "m", traits: { name: "Ann", zzzzzzzzz: { plan: "gold" } } }),
+    );
+    const patched = Buffer.from(
+      Buffer.from(sneaky).toString("latin1").replace("zzzzzzzzz", "__proto__"),
+      "latin1",
+    );
+    const twin = Buffer.from(
+      Buffer.from(sneaky).toString("latin1").replace("zzzzzzzzz", "otherkey_"),
+      "latin1",
+    );
+    expect(patched.length).toBe(sneaky.length);
+    const got = fromBinaryFast(EventSchema, new Uint8Array(patched)).traits!;
+    expect(Object.getPrototypeOf(got)).toBe(Object.prototype);
+    expect(got.plan).toBeUndefined();
+    expect(fromBinaryFast(EventSchema, new Uint8Array(twin)).traits).toHaveProperty("otherkey_");
+  });
+
+  it("writes -0 doubles in Struct values and null message fields as protobuf-es does", () => {
+    const e = create(EventSchema, { messageId: "m", properties: { z: -0, n: Number.NaN } });
+    expect(Buffer.from(toBinaryFast(EventSchema, e)).equals(Buffer.from(toBinary(EventSchema, e)))).toBe(
+      true,
+    );
+    const withNull = {
+      ...create(EventSchema, { messageId: "m" }),
+      receivedAt: null,
+    } as unknown as Parameters<typeof toBinaryFast<typeof EventSchema>>[1];
+    expect(
+      Buffer.from(toBinaryFast(EventSchema, withNull)).equals(Buffer.from(toBinary(EventSchema, withNull))),
+    ).toBe(true);
+  });
+
+  it("leaves over-long tags and deep nesting to protobuf-es", () => {
+    // Field 1 (message_id) with a six-byte tag: protobuf-es refuses it.
+    const longTag = new Uint8Array([0x8a, 0x80, 0x80, 0x80, 0x80, 0x00, 1, 0x61]);
+    expect(() => fromBinary(EventSchema, longTag)).toThrow();
+    expect(() => fromBinaryFast(EventSchema, longTag)).toThrow();
+    let deep: JsonValue = 1;
+    for (let i = 0; i < 40; i++) deep = { d: deep };
+    const e = create(EventSchema, { messageId: "m", properties: { deep } });
+    const bytes = toBinary(EventSchema, e);
+    expect(fromBinaryFast(EventSchema, bytes)).toStrictEqual(fromBinary(EventSchema, bytes));
+  });
+});

@@ -99,10 +99,31 @@ function scalarKind(t: ScalarType): Kind | undefined {
   }
 }
 
+/** Types registered by the compile in progress (a type refers to itself or to one of them). */
+let building: DescMessage[] | undefined;
+
 /** The compiled codec of a message type, or null when protobuf-es must handle it. */
 function compile(desc: DescMessage): Codec | null {
   const known = codecs.get(desc);
   if (known !== undefined) return known;
+  if (building !== undefined) return build(desc);
+  building = [];
+  try {
+    const codec = build(desc);
+    if (building.some((d) => codecs.get(d) === null)) {
+      // A type that failed may be referred to, half built, by one built meanwhile (a cycle through
+      // it): forget every type built here and compile again; the failed ones stay failed.
+      for (const d of building) if (codecs.get(d) !== null) codecs.delete(d);
+      building = undefined;
+      return compile(desc);
+    }
+    return codec;
+  } finally {
+    building = undefined;
+  }
+}
+
+function build(desc: DescMessage): Codec | null {
   if (desc.file.edition !== Edition.EDITION_PROTO3 || desc.oneofs.length > 0) {
     codecs.set(desc, null);
     return null;
@@ -110,6 +131,7 @@ function compile(desc: DescMessage): Codec | null {
   const codec: Codec = { typeName: desc.typeName, fields: [], byNo: new Map(), zeros: [] };
   // Registered before the fields, so a recursive type finds itself.
   codecs.set(desc, codec);
+  building?.push(desc);
   const fail = () => {
     codecs.set(desc, null);
     return null;
@@ -392,6 +414,9 @@ function isZero(k: Kind, v: unknown): boolean {
       return (v as Uint8Array).length === 0;
     case Kind.Bool:
       return v === false;
+    case Kind.Double:
+    case Kind.Float:
+      return Object.is(v, 0); // -0 is written
     case Kind.Int64:
     case Kind.Uint64:
       // 0n, 0 and "0" alike, as protobuf-es does.
@@ -418,6 +443,8 @@ function writeValue(w: Writer, k: Kind, v: unknown, codec: Codec | undefined): v
       w.double(v as number);
       return;
     case Kind.Float:
+      if (Number.isFinite(v) && Math.abs(v as number) > 3.4028234663852886e38)
+        throw new Error(`invalid float32: ${String(v)}`);
       w.float(v as number);
       return;
     case Kind.Int32:
@@ -450,13 +477,19 @@ function writeValue(w: Writer, k: Kind, v: unknown, codec: Codec | undefined): v
 }
 
 function tag(w: Writer, no: number, wire: number): void {
-  w.uint32((no << 3) | wire);
+  w.uint32(((no << 3) | wire) >>> 0);
 }
 
 function writeMessage(w: Writer, c: Codec, m: Record<string, unknown>): void {
   for (const f of c.fields) {
     const v = m[f.name];
     if (v === undefined) continue;
+    if (v === null && (f.kind === Kind.Message || f.kind === Kind.Struct) && f.shape === "single") {
+      // protobuf-es writes a null message field as an empty message.
+      tag(w, f.no, WIRE_LEN);
+      w.uint32(0);
+      continue;
+    }
     if (f.shape === "single") {
       if (f.kind !== Kind.Message && f.kind !== Kind.Struct && isZero(f.kind, v)) continue;
       tag(w, f.no, wireOf(f.kind));
@@ -494,6 +527,8 @@ function writeMessage(w: Writer, c: Codec, m: Record<string, unknown>): void {
 /** google.protobuf.Struct from its JSON form: map<string, Value> fields = 1. */
 function writeStruct(w: Writer, o: JsonObject): void {
   for (const key of Object.keys(o)) {
+    // protobuf-es drops an own "__proto__" key (from JSON.parse): it never reaches the wire.
+    if (key === "__proto__") continue;
     tag(w, 1, WIRE_LEN);
     const at = w.fork();
     tag(w, 1, WIRE_LEN);
@@ -559,7 +594,8 @@ export function toBinaryFast<Desc extends DescMessage>(
   message: MessageShape<Desc>,
 ): Uint8Array {
   const c = compile(schema);
-  if (c === null) return toBinary(schema, message);
+  // A message of another type is protobuf-es's to refuse.
+  if (c === null || message.$typeName !== schema.typeName) return toBinary(schema, message);
   const w = writer;
   w.pos = 0;
   try {
@@ -581,8 +617,12 @@ export function toBinaryFast<Desc extends DescMessage>(
 class Unhandled extends Error {}
 const unhandled = new Unhandled();
 
+/** Deeper nesting is left to protobuf-es (its recursion limit is 100 messages). */
+const MAX_DEPTH = 64;
+
 class Reader {
   pos = 0;
+  depth = 0;
   readonly view: DataView;
   constructor(readonly buf: Uint8Array) {
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
@@ -603,6 +643,33 @@ class Reader {
     for (let i = 0; i < 5; i++) {
       if (this.pos >= b.length) throw unhandled;
       if (b[this.pos++]! < 0x80) return v >>> 0;
+    }
+    throw unhandled;
+  }
+
+  /** A field tag: at most five bytes, 32 bits (protobuf-es refuses more). */
+  tag(): number {
+    const b = this.buf;
+    let v = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (this.pos >= b.length) throw unhandled;
+      const x = b[this.pos++]!;
+      if (shift === 28 && x > 0x0f) throw unhandled;
+      v |= (x & 0x7f) << shift;
+      if (x < 0x80) return v >>> 0;
+    }
+    throw unhandled;
+  }
+
+  /** A bool: true when any bit of its varint is set. */
+  bool(): boolean {
+    const b = this.buf;
+    let any = 0;
+    for (let i = 0; i < 10; i++) {
+      if (this.pos >= b.length) throw unhandled;
+      const x = b[this.pos++]!;
+      any |= x & 0x7f;
+      if (x < 0x80) return any !== 0;
     }
     throw unhandled;
   }
@@ -662,7 +729,7 @@ function readValue(r: Reader, k: Kind, codec: Codec | undefined, strict: boolean
       return b;
     }
     case Kind.Bool:
-      return r.uint32() !== 0;
+      return r.bool();
     case Kind.Double: {
       if (r.pos + 8 > r.buf.length) throw unhandled;
       const v = r.view.getFloat64(r.pos, true);
@@ -701,9 +768,10 @@ function zeroMessage(c: Codec): Record<string, unknown> {
 }
 
 function readMessage(r: Reader, c: Codec, end: number): Record<string, unknown> {
+  if (++r.depth > MAX_DEPTH) throw unhandled;
   const m = zeroMessage(c);
   while (r.pos < end) {
-    const t = r.uint32();
+    const t = r.tag();
     const no = t >>> 3;
     const wire = t & 7;
     const f = c.byNo.get(no);
@@ -728,7 +796,7 @@ function readMessage(r: Reader, c: Codec, end: number): Record<string, unknown> 
       let key = "";
       let value: unknown;
       while (r.pos < stop) {
-        const et = r.uint32();
+        const et = r.tag();
         if (et === ((1 << 3) | WIRE_LEN)) key = r.string(f.strict);
         else if (et === ((2 << 3) | wireOf(f.valueKind)))
           value = readValue(r, f.valueKind, f.message, f.strict);
@@ -740,37 +808,42 @@ function readMessage(r: Reader, c: Codec, end: number): Record<string, unknown> 
     }
   }
   if (r.pos !== end) throw unhandled;
+  r.depth--;
   return m;
 }
 
 function readStruct(r: Reader, end: number): JsonObject {
+  if (++r.depth > MAX_DEPTH) throw unhandled;
   const o: JsonObject = {};
   while (r.pos < end) {
-    if (r.uint32() !== ((1 << 3) | WIRE_LEN)) throw unhandled;
+    if (r.tag() !== ((1 << 3) | WIRE_LEN)) throw unhandled;
     const stop = r.end();
     let key = "";
     let value: JsonValue = null;
     while (r.pos < stop) {
-      const et = r.uint32();
+      const et = r.tag();
       if (et === ((1 << 3) | WIRE_LEN)) key = r.string(true);
       else if (et === ((2 << 3) | WIRE_LEN)) {
         value = readJsonValue(r, r.end());
       } else throw unhandled;
     }
     if (r.pos !== stop) throw unhandled;
-    o[key] = value;
+    // As protobuf-es: a "__proto__" key is dropped, never made the object's prototype.
+    if (key !== "__proto__") o[key] = value;
   }
   if (r.pos !== end) throw unhandled;
+  r.depth--;
   return o;
 }
 
 function readJsonValue(r: Reader, end: number): JsonValue {
+  if (++r.depth > MAX_DEPTH) throw unhandled;
   let v: JsonValue = null;
   let seen = false;
   while (r.pos < end) {
     if (seen) throw unhandled; // a oneof written twice: the last wins in protobuf-es
     seen = true;
-    const t = r.uint32();
+    const t = r.tag();
     switch (t) {
       case (1 << 3) | WIRE_VARINT:
         r.uint32();
@@ -783,7 +856,7 @@ function readJsonValue(r: Reader, end: number): JsonValue {
         v = r.string(true);
         break;
       case (4 << 3) | WIRE_VARINT:
-        v = r.uint32() !== 0;
+        v = r.bool();
         break;
       case (5 << 3) | WIRE_LEN: {
         v = readStruct(r, r.end());
@@ -793,7 +866,7 @@ function readJsonValue(r: Reader, end: number): JsonValue {
         const stop = r.end();
         const list: JsonValue[] = [];
         while (r.pos < stop) {
-          if (r.uint32() !== ((1 << 3) | WIRE_LEN)) throw unhandled;
+          if (r.tag() !== ((1 << 3) | WIRE_LEN)) throw unhandled;
           list.push(readJsonValue(r, r.end()));
         }
         if (r.pos !== stop) throw unhandled;
@@ -805,6 +878,7 @@ function readJsonValue(r: Reader, end: number): JsonValue {
     }
   }
   if (r.pos !== end) throw unhandled;
+  r.depth--;
   return v;
 }
 
