@@ -184,8 +184,14 @@ async function main() {
     log("  nats-server          stopped");
     process.exit(code);
   };
-  process.once("SIGINT", () => void stopAll(0));
-  process.once("SIGTERM", () => void stopAll(0));
+  // `on`, not `once`: a second Ctrl-C (or `timeout`, which signals the process and then its whole group)
+  // must not kill this process half-way through stopping and leave nats-server, in its own group, running.
+  const onSignal = () => {
+    if (stopping) log("  still stopping (the services have 10 s to finish what they hold)…");
+    void stopAll(0);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
 
   const channelPort = await place(8089);
   endpoint = await startChannelEndpoint(channelPort);
