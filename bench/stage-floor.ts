@@ -39,7 +39,7 @@ try {
   const pending: Promise<unknown>[] = [];
   for (let i = 0; i < N; i++) {
     const key = Math.floor((i * KEYS) / N);
-    pending.push(js.publish(`floor.in.${key % 16}`, payload, { msgID: `in-${i}`, headers: undefined }));
+    pending.push(js.publish(`floor.in.${key % 16}`, payload, { msgID: `in-${i}` }));
     if (pending.length >= 512) await Promise.all(pending.splice(0));
   }
   await Promise.all(pending);
@@ -60,8 +60,7 @@ try {
     let wake: (() => void) | undefined;
     let finished!: () => void;
     const all = new Promise<void>((r) => (finished = r));
-    const handle = async (m: JsMsg): Promise<void> => {
-      const key = `k${Math.floor((m.seq - 1) / (N / KEYS))}`;
+    const handle = async (m: JsMsg, key: string): Promise<void> => {
       for (let w = 0; w < shape.writes; w++) {
         const k = `${key}.${w}`;
         const rev = revisions.get(k) ?? 0;
@@ -80,7 +79,7 @@ try {
         inFlight++;
         const key = `k${Math.floor((m.seq - 1) / (N / KEYS))}`;
         // One key's messages in order, as the services' keyed locks keep them.
-        const run = (chains.get(key) ?? Promise.resolve()).then(() => handle(m));
+        const run = (chains.get(key) ?? Promise.resolve()).then(() => handle(m, key));
         chains.set(key, run);
         void run.then(() => {
           if (chains.get(key) === run) chains.delete(key);

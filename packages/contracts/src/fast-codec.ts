@@ -554,8 +554,7 @@ function writeJsonValue(w: Writer, v: JsonValue | undefined): void {
       return;
     case "boolean":
       tag(w, 4, WIRE_VARINT);
-      w.ensure(1);
-      w.buf[w.pos++] = v ? 1 : 0;
+      writeValue(w, Kind.Bool, v, undefined);
       return;
     case "object": {
       if (v === null) {
@@ -750,12 +749,10 @@ function readValue(r: Reader, k: Kind, codec: Codec | undefined, strict: boolean
       return BigInt.asIntN(64, r.varint64());
     case Kind.Uint64:
       return r.varint64();
-    case Kind.Message: {
+    case Kind.Message:
       return readMessage(r, codec!, r.end());
-    }
-    case Kind.Struct: {
+    case Kind.Struct:
       return readStruct(r, r.end());
-    }
   }
 }
 
@@ -858,10 +855,9 @@ function readJsonValue(r: Reader, end: number): JsonValue {
       case (4 << 3) | WIRE_VARINT:
         v = r.bool();
         break;
-      case (5 << 3) | WIRE_LEN: {
+      case (5 << 3) | WIRE_LEN:
         v = readStruct(r, r.end());
         break;
-      }
       case (6 << 3) | WIRE_LEN: {
         const stop = r.end();
         const list: JsonValue[] = [];

@@ -17,6 +17,10 @@ import { createLogger } from "./logger.js";
 import { tracerFor } from "./telemetry.js";
 
 let server: GrpcServer;
+/** Resolved when the streaming handler named by the key saw its call's signal aborted. */
+const cancelSeen = new Map<string, () => void>();
+/** Resolved when the unary handler named by the key has started. */
+const started = new Map<string, () => void>();
 const notYet = () => {
   throw new GrpcError(grpc.status.UNIMPLEMENTED, "not in this test");
 };
@@ -31,7 +35,18 @@ beforeAll(async () => {
     logger: createLogger({ service: "grpc-test", level: "silent" }),
     registrations: [
       implement(IngestService, {
-        ingest: async (req) => ({ accepted: req.events.length, rejections: [] }),
+        ingest: async (req, ctx) => {
+          if (req.writeKey === "until-cancelled-late") {
+            started.get(req.writeKey)?.();
+            // The signal is made lazily: first read here, after the client has cancelled.
+            await new Promise((r) => setTimeout(r, 300));
+            const signal = ctx.signal;
+            if (!signal.aborted)
+              await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+            cancelSeen.get(req.writeKey)?.();
+          }
+          return { accepted: req.events.length, rejections: [] };
+        },
         ingestStream: async (reqs) => {
           let accepted = 0;
           for await (const r of reqs) accepted += r.events.length;
@@ -56,7 +71,15 @@ beforeAll(async () => {
       }),
       implement(DispatcherService, {
         getStatus: () => ({ channel: "web", freshnessSloMs: 100 }),
-        subscribe: async function* (req) {
+        subscribe: async function* (req, ctx) {
+          if (req.identifierValue.startsWith("until-cancelled")) {
+            yield { actionId: "first" };
+            const signal = ctx.signal;
+            if (!signal.aborted)
+              await new Promise((r) => signal.addEventListener("abort", r, { once: true }));
+            cancelSeen.get(req.identifierValue)?.();
+            return;
+          }
           for (let i = 0; i < 3; i++) yield { actionId: `${req.identifierValue}-${i}` };
         },
       }),
@@ -84,6 +107,38 @@ describe("gRPC server built from descriptors", () => {
       await expect(createGrpcClient(ProfileService, server.address).getProfile({})).rejects.toMatchObject({
         code: grpc.status.UNIMPLEMENTED,
       });
+    } finally {
+      ingest.close();
+      dispatcher.close();
+    }
+  });
+
+  it("aborts a handler's signal when the client cancels, whether it read the signal before or after", async () => {
+    const ingest = createGrpcClient(IngestService, server.address);
+    const dispatcher = createGrpcClient(DispatcherService, server.address);
+    try {
+      // A streaming handler holding its signal when the client cancels.
+      const streamSaw = new Promise<void>((r) => cancelSeen.set("until-cancelled", r));
+      const abortStream = new AbortController();
+      for await (const m of dispatcher.subscribe(
+        { identifierValue: "until-cancelled" },
+        { signal: abortStream.signal },
+      )) {
+        expect(m.actionId).toBe("first");
+        abortStream.abort();
+        break;
+      }
+      await streamSaw;
+      // A unary handler that first reads its signal after the cancel arrived.
+      const key = "until-cancelled-late";
+      const unarySaw = new Promise<void>((r) => cancelSeen.set(key, r));
+      const begun = new Promise<void>((r) => started.set(key, r));
+      const abortUnary = new AbortController();
+      const call = ingest.ingest({ writeKey: key }, { signal: abortUnary.signal });
+      await begun;
+      abortUnary.abort();
+      await expect(call).rejects.toMatchObject({ code: grpc.status.CANCELLED });
+      await unarySaw;
     } finally {
       ingest.close();
       dispatcher.close();
