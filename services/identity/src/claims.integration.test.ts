@@ -2,7 +2,9 @@
  * A claim taken over from a writer that was slow, not dead: the split that two
  * replicas made under heavy load. Two resolvers on one real KV store; the first
  * is held between claiming its identifiers and writing its new profile while the
- * second takes the claim over. The customer must end as one profile.
+ * second takes the claim over. The customer must end as one profile. And a merge
+ * stopped half-way (a crash between repointing identifiers and writing the survivor)
+ * is finished by the next reader.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
@@ -79,5 +81,48 @@ describe("a claim taken over from a slow writer", () => {
     expect(byEmail?.value.profileId).toBe(byUser?.value.profileId);
     expect(byAnon?.value.profileId).toBe(byUser?.value.profileId);
     expect(byUser?.value.traits).toMatchObject({ plan: "basic", city: "Paris", first_name: "Ada" });
+  });
+
+  // A merge repoints the identifiers first, then writes the survivor, then retires the merged
+  // profile. A writer stopped between the first two (a crash, or, with two replicas, each of two
+  // writers stopped by the other half-way through) left every identifier pointing at the survivor
+  // and the merged profile, with what only it held, where nothing led any more.
+  it("a merge stopped after repointing the identifiers is finished by the next reader, nothing lost", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    const crashing: ProfileStore = Object.create(store) as ProfileStore;
+    crashing.putProfile = async (p: ProfileRecord, revision: number) => {
+      if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
+      return store.putProfile(p, revision);
+    };
+
+    await resolver.resolve(event({ anonymousId: "anon-e", traits: { plan: "basic" } }));
+    await resolver.resolve(event({ userId: "user-e", traits: { email: "e@example.org", city: "Paris" } }));
+    const userProfile = (await resolver.find("ws", { type: "user_id", value: "user-e" }))!.value.profileId;
+    const login = event({ userId: "user-e", anonymousId: "anon-e", traits: { first_name: "Ada" } });
+    await expect(new Resolver(crashing).resolve(login)).rejects.toThrow(/crashed/);
+
+    // The redelivered login: every identifier already points at the anonymous profile.
+    const r = await resolver.resolve(login);
+    expect(r.kind).toBe("applied");
+    if (r.kind === "suppressed") return;
+    expect(r.merged).toEqual([userProfile]);
+    for (const id of [
+      { type: "user_id", value: "user-e" },
+      { type: "email", value: "e@example.org" },
+      { type: "anonymous_id", value: "anon-e" },
+    ]) {
+      const p = await resolver.find("ws", id);
+      expect(p?.value.profileId, id.type).toBe(r.profile.profileId);
+      expect(p?.value.traits).toMatchObject({ plan: "basic", city: "Paris", first_name: "Ada" });
+    }
+    expect((await store.getProfile("ws", userProfile))?.value.mergedInto).toBe(r.profile.profileId);
+
+    // Once the merged profile leads to the survivor, the next event through an identifier forgets it.
+    await resolver.resolve(event({ userId: "user-e", anonymousId: "anon-e", traits: { plan: "pro" } }));
+    for (const type of ["user_id", "anonymous_id"] as const) {
+      const e = await store.lookup("ws", { type, value: type === "user_id" ? "user-e" : "anon-e" });
+      expect(e?.value, type).not.toHaveProperty("from");
+    }
   });
 });

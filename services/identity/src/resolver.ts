@@ -134,17 +134,34 @@ export class Resolver {
     const suppressed = entries.filter((e) => e !== undefined && "suppressed" in e.value);
     if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
 
-    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier.
+    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier,
+    // and the live profiles an unfinished merge pointed it away from (`from`): those are merged too.
+    // `resolvedTo`: the live profile each profile id read here leads to (undefined: none yet).
+    const resolvedTo = new Map<string, string | undefined>();
+    const follow = async (id: string) => {
+      const p = await this.live(ws, id);
+      resolvedTo.set(id, p?.value.profileId);
+      return p;
+    };
     const live = await Promise.all(
       entries.map(async (e) => {
-        if (e === undefined || !("profileId" in e.value)) return {};
-        const p = await this.live(ws, e.value.profileId);
+        if (e === undefined || !("profileId" in e.value)) return { moved: [] };
+        const [p, ...from] = await Promise.all([e.value.profileId, ...(e.value.from ?? [])].map(follow));
+        const moved = from.filter(
+          (f): f is Versioned<ProfileRecord> => f !== undefined && f.value.profileId !== p?.value.profileId,
+        );
         return p === undefined
-          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
-          : { profile: p };
+          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0, moved }
+          : { profile: p, moved };
       }),
     );
     const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
+    /** The live profiles an identifier leads to: its target's, and those an unfinished merge moved it from. */
+    const profilesAt = (id: Ident): Versioned<ProfileRecord>[] => {
+      const l = at(id);
+      if (l === undefined) return [];
+      return l.profile === undefined ? l.moved : [l.profile, ...l.moved];
+    };
 
     // Per-type limits: an event that would push the profile past one does not merge; its
     // lowest-priority identifiers are dropped until the rest fit.
@@ -152,10 +169,11 @@ export class Resolver {
       const seen = new Set<string>();
       const out: (Ident & { addedAtMs?: number })[] = [];
       for (const id of kept) {
-        const p = at(id)?.profile;
-        if (p === undefined || seen.has(p.value.profileId)) continue;
-        seen.add(p.value.profileId);
-        out.push(...identifiersWithTimes(p.value));
+        for (const p of profilesAt(id)) {
+          if (seen.has(p.value.profileId)) continue;
+          seen.add(p.value.profileId);
+          out.push(...identifiersWithTimes(p.value));
+        }
       }
       return out;
     };
@@ -171,8 +189,8 @@ export class Resolver {
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
     for (const id of considered) {
       const l = at(id);
-      if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
-      else if (l?.pending !== undefined) {
+      for (const p of profilesAt(id)) found.set(p.value.profileId, p);
+      if (l?.profile === undefined && l?.pending !== undefined) {
         adopted ??= l.pending;
         if (
           !ownClaims.has(l.pending) &&
@@ -219,7 +237,9 @@ export class Resolver {
     }
     for (const l of losers) {
       // Why: the event's identifiers that led to the merged profile.
-      const linkedBy = considered.filter((id) => at(id)?.profile?.value.profileId === l.value.profileId);
+      const linkedBy = considered.filter((id) =>
+        profilesAt(id).some((p) => p.value.profileId === l.value.profileId),
+      );
       mergeInto(record, l.value, { atMs: now, eventId: event.messageId, linkedBy });
     }
 
@@ -236,7 +256,7 @@ export class Resolver {
     // the event lands on the profile only once its identifiers point there.
     if (s.revision === 0) ownClaims.add(record.profileId);
     const claimedAt = this.clock();
-    await this.pointIndex(ws, record, lookupIds, entries, claimedAt);
+    await this.pointIndex(ws, record, lookupIds, entries, claimedAt, resolvedTo);
     if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
     // Another writer may take a claim over once it looks stale; a writer this quick gave nobody the
     // chance (half the window, for clocks that differ between replicas).
@@ -275,21 +295,47 @@ export class Resolver {
     );
   }
 
-  /** Makes every identifier of the profile point at it (new ones, and those of merged profiles). */
+  /**
+   * Makes every identifier of the profile point at it (new ones, and those of merged profiles).
+   * An identifier pointed away from another profile remembers it (`from`) until that profile is
+   * known to lead here: if this attempt stops half-way, whoever reads the entry next finds the
+   * profile and merges it (`resolvedTo`: where each profile id read by this attempt led).
+   */
   private async pointIndex(
     ws: string,
     p: ProfileRecord,
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
     claimedAt: number,
+    resolvedTo: ReadonlyMap<string, string | undefined>,
   ): Promise<void> {
-    const target = { profileId: p.profileId, claimedAt };
+    // Kept unless already known to lead here (a profile not read here, or not written yet, is kept).
+    const unsettled = (ids: readonly string[]) =>
+      [...new Set(ids)].filter((id) => id !== p.profileId && resolvedTo.get(id) !== p.profileId);
     await Promise.all(
       p.identifiers.map(async (id) => {
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
-        if (entry !== undefined && "profileId" in entry.value && entry.value.profileId === p.profileId)
+        const was = entry !== undefined && "profileId" in entry.value ? entry.value : undefined;
+        if (was?.profileId === p.profileId) {
+          const from = was.from ?? [];
+          if (from.length === 0) return;
+          const left = unsettled(from);
+          if (left.length === from.length) return;
+          // Those it was moved from that lead here now are forgotten (best effort: the next reader may).
+          const tidy = {
+            profileId: p.profileId,
+            ...(was.claimedAt === undefined ? {} : { claimedAt: was.claimedAt }),
+          };
+          await this.store
+            .link(ws, id, left.length > 0 ? { ...tidy, from: left } : tidy, entry!.revision)
+            .catch((e: unknown) => {
+              if (!(e instanceof WriteConflict)) throw e;
+            });
           return;
+        }
+        const from = unsettled(was === undefined ? [] : [was.profileId, ...(was.from ?? [])]);
+        const target = { profileId: p.profileId, claimedAt, ...(from.length > 0 ? { from } : {}) };
         await this.store.link(ws, id, target, entry?.revision ?? 0);
       }),
     );
