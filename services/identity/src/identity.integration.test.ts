@@ -14,6 +14,9 @@ import {
 import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startIdentity, type IdentityHandle } from "./service.js";
+import { Resolver } from "./resolver.js";
+import { KvProfileStore, type ProfileStore } from "./store.js";
+import type { ProfileRecord } from "./profile-record.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -208,6 +211,56 @@ describe("identity", () => {
       await expect(get("user_id", "user-del")).rejects.toThrow(/no profile/);
     } finally {
       client.close();
+    }
+  });
+});
+
+describe("deletion during a merge stopped half-way", () => {
+  it("erases the profile the merge had not yet retired, which only the repointed identifiers lead to", async () => {
+    // Staged straight in the service's store: the login's merge repointed every identifier to the
+    // anonymous profile, then stopped before writing it (a crash); the redelivery has not come yet.
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    const crashing: ProfileStore = Object.create(store) as ProfileStore;
+    crashing.putProfile = async (p: ProfileRecord, revision: number) => {
+      if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
+      return store.putProfile(p, revision);
+    };
+    await resolver.resolve(
+      event({ anonymousId: "anon-half", type: EventType.IDENTIFY, traits: { plan: "basic" } }),
+    );
+    await resolver.resolve(
+      event({
+        userId: "user-half",
+        type: EventType.IDENTIFY,
+        traits: { email: "half@example.org", city: "Paris" },
+      }),
+    );
+    const userProfile = (await resolver.find("ws", { type: "user_id", value: "user-half" }))!.value.profileId;
+    await expect(
+      new Resolver(crashing).resolve(
+        event({ userId: "user-half", anonymousId: "anon-half", type: EventType.IDENTIFY }),
+      ),
+    ).rejects.toThrow(/crashed/);
+
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const res = await client.deleteProfile({
+        workspace: "ws",
+        identifier: { type: "email", value: "half@example.org" },
+      });
+      expect(res.identifiersRemoved).toBe(3);
+      await waitFor(async () => (await changes()).some((c) => c.profileId === userProfile && c.deleted));
+    } finally {
+      client.close();
+    }
+    expect(await store.getProfile("ws", userProfile)).toBeUndefined();
+    for (const [type, value] of [
+      ["user_id", "user-half"],
+      ["email", "half@example.org"],
+      ["anonymous_id", "anon-half"],
+    ] as const) {
+      await expect(get(type, value), type).rejects.toThrow(/no profile/);
     }
   });
 });

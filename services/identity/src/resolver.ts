@@ -113,6 +113,37 @@ export class Resolver {
     return this.live(workspace, target.value.profileId);
   }
 
+  /**
+   * Live profiles that a merge into `p` stopped half-way left behind: named in the `from` of the
+   * index entries of `p`'s identifiers (and of `via`), and of theirs in turn. The next event
+   * through those identifiers merges them; a deletion must not leave them.
+   */
+  async unfinishedMerges(
+    workspace: string,
+    p: ProfileRecord,
+    via: readonly Ident[] = [],
+  ): Promise<Versioned<ProfileRecord>[]> {
+    const seen = new Set([p.profileId]);
+    const out: Versioned<ProfileRecord>[] = [];
+    let ids: readonly Ident[] = [...p.identifiers, ...via];
+    for (let hop = 0; hop < MAX_MERGE_HOPS && ids.length > 0; hop++) {
+      const entries = await Promise.all(ids.map((id) => this.store.lookup(workspace, id)));
+      const from = new Set(
+        entries.flatMap((e) => (e !== undefined && "from" in e.value ? (e.value.from ?? []) : [])),
+      );
+      const next: Ident[] = [];
+      for (const id of from) {
+        const l = await this.live(workspace, id);
+        if (l === undefined || seen.has(l.value.profileId)) continue;
+        seen.add(l.value.profileId);
+        out.push(l);
+        next.push(...l.value.identifiers);
+      }
+      ids = next;
+    }
+    return out;
+  }
+
   private async attempt(
     event: Event,
     eventIds: readonly Ident[],

@@ -37,7 +37,7 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
+import { identKey, mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
@@ -382,6 +382,45 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         });
     };
 
+    /**
+     * Erases one profile (GDPR): its identifiers (or marks them suppressed), the tombstones of the
+     * profiles merged into it, itself and its timer, and publishes the deletion.
+     */
+    const erase = async (ws: string, p: ProfileRecord, suppress: boolean): Promise<void> => {
+      // Through the resolve path's cache, so this replica forgets the profile at once.
+      for (const i of p.identifiers) {
+        if (suppress)
+          await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
+        else await cached.unlink(ws, i);
+      }
+      // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
+      // erased with it, first, so a retry after a crash still finds the survivor and its list.
+      const chain = new Set([p.profileId, ...p.mergedFrom]);
+      for (const id of p.mergedFrom) {
+        const t = await store.getProfile(ws, id);
+        if (t?.value.mergedInto !== undefined && chain.has(t.value.mergedInto))
+          await cached.deleteProfile(ws, id);
+      }
+      await cached.deleteProfile(ws, p.profileId);
+      await windowTimers.cancel(windowKey(ws, p.profileId));
+      const version = p.version + 1;
+      await runtime.publisher.publishMessage(
+        subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),
+        ProfileChangedSchema,
+        create(ProfileChangedSchema, {
+          workspace: ws,
+          profileId: p.profileId,
+          version: BigInt(version),
+          deleted: true,
+          // Downstream erases what it keeps under these ids too.
+          mergedFrom: p.mergedFrom,
+          eventReceivedAt: timestampFromMs(clock()),
+          traceparent: currentTraceparent(),
+        }),
+        { msgID: `${ws}:${p.profileId}:${version}` },
+      );
+    };
+
     await runtime.consume(consumers.identity, {
       stage: "resolve",
       concurrency: cfg.CONCURRENCY,
@@ -523,39 +562,15 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
-            // Through the resolve path's cache, so this replica forgets the profile at once.
-            for (const i of p.identifiers) {
-              if (req.suppress)
-                await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
-              else await cached.unlink(ws, i);
+            // A merge stopped half-way (the next event through these identifiers finishes it) can
+            // leave another profile of this customer live where only index entries lead: erased too.
+            const stranded = await reader.unfinishedMerges(ws, p, [id]);
+            const removed = new Set<string>();
+            for (const q of [...stranded.map((x) => x.value), p]) {
+              await erase(ws, q, req.suppress);
+              for (const i of q.identifiers) removed.add(identKey(i));
             }
-            // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
-            // erased with it, first, so a retry after a crash still finds the survivor and its list.
-            const chain = new Set([p.profileId, ...p.mergedFrom]);
-            for (const id of p.mergedFrom) {
-              const t = await store.getProfile(ws, id);
-              if (t?.value.mergedInto !== undefined && chain.has(t.value.mergedInto))
-                await cached.deleteProfile(ws, id);
-            }
-            await cached.deleteProfile(ws, p.profileId);
-            await windowTimers.cancel(windowKey(ws, p.profileId));
-            const version = p.version + 1;
-            await runtime.publisher.publishMessage(
-              subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),
-              ProfileChangedSchema,
-              create(ProfileChangedSchema, {
-                workspace: ws,
-                profileId: p.profileId,
-                version: BigInt(version),
-                deleted: true,
-                // Downstream erases what it keeps under these ids too.
-                mergedFrom: p.mergedFrom,
-                eventReceivedAt: timestampFromMs(clock()),
-                traceparent: currentTraceparent(),
-              }),
-              { msgID: `${ws}:${p.profileId}:${version}` },
-            );
-            return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
+            return { profileId: p.profileId, identifiersRemoved: removed.size };
           });
         },
       }),
