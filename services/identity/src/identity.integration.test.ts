@@ -215,16 +215,21 @@ describe("identity", () => {
   });
 });
 
-describe("deletion during a merge stopped half-way", () => {
-  it("erases the profile the merge had not yet retired, which only the repointed identifiers lead to", async () => {
-    // Staged straight in the service's store: the login's merge repointed every identifier to the
-    // anonymous profile, then stopped before writing it (a crash); the redelivery has not come yet.
+describe("deletion during a merge stopped part-way", () => {
+  it("erases the merged profile the merge had not yet retired", async () => {
+    // Staged straight in the service's store: the login's merge wrote the survivor (the anonymous
+    // profile) and stopped before pointing the identifiers at it; the redelivery has not come yet.
     const store = await KvProfileStore.open(nc);
     const resolver = new Resolver(store);
     const crashing: ProfileStore = Object.create(store) as ProfileStore;
+    let merged = false;
     crashing.putProfile = async (p: ProfileRecord, revision: number) => {
-      if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
+      merged ||= p.mergedFrom.length > 0;
       return store.putProfile(p, revision);
+    };
+    crashing.link = async (...args: Parameters<ProfileStore["link"]>) => {
+      if (merged) throw new Error("crashed after writing the survivor");
+      return store.link(...args);
     };
     await resolver.resolve(
       event({ anonymousId: "anon-half", type: EventType.IDENTIFY, traits: { plan: "basic" } }),
@@ -245,9 +250,10 @@ describe("deletion during a merge stopped half-way", () => {
 
     const client = createGrpcClient(ProfileService, svc.grpcAddress);
     try {
+      // By the survivor's own identifier: nothing in the index leads from it to the merged profile.
       const res = await client.deleteProfile({
         workspace: "ws",
-        identifier: { type: "email", value: "half@example.org" },
+        identifier: { type: "anonymous_id", value: "anon-half" },
       });
       expect(res.identifiersRemoved).toBe(3);
       await waitFor(async () => (await changes()).some((c) => c.profileId === userProfile && c.deleted));

@@ -114,32 +114,15 @@ export class Resolver {
   }
 
   /**
-   * Live profiles that a merge into `p` stopped half-way left behind: named in the `from` of the
-   * index entries of `p`'s identifiers (and of `via`), and of theirs in turn. The next event
-   * through those identifiers merges them; a deletion must not leave them.
+   * Profiles merged into `p` that are still live: a merge stopped after writing the survivor and
+   * before retiring them (the next resolution through their identifiers finishes it). A deletion
+   * erases them too.
    */
-  async unfinishedMerges(
-    workspace: string,
-    p: ProfileRecord,
-    via: readonly Ident[] = [],
-  ): Promise<Versioned<ProfileRecord>[]> {
-    const seen = new Set([p.profileId]);
+  async unfinishedMerges(workspace: string, p: ProfileRecord): Promise<Versioned<ProfileRecord>[]> {
     const out: Versioned<ProfileRecord>[] = [];
-    let ids: readonly Ident[] = [...p.identifiers, ...via];
-    for (let hop = 0; hop < MAX_MERGE_HOPS && ids.length > 0; hop++) {
-      const entries = await Promise.all(ids.map((id) => this.store.lookup(workspace, id)));
-      const from = new Set(
-        entries.flatMap((e) => (e !== undefined && "from" in e.value ? (e.value.from ?? []) : [])),
-      );
-      const next: Ident[] = [];
-      for (const id of from) {
-        const l = await this.live(workspace, id);
-        if (l === undefined || seen.has(l.value.profileId)) continue;
-        seen.add(l.value.profileId);
-        out.push(l);
-        next.push(...l.value.identifiers);
-      }
-      ids = next;
+    for (const id of p.mergedFrom) {
+      const m = await this.store.getProfile(workspace, id);
+      if (m !== undefined && m.value.mergedInto === undefined) out.push(m);
     }
     return out;
   }
@@ -165,34 +148,17 @@ export class Resolver {
     const suppressed = entries.filter((e) => e !== undefined && "suppressed" in e.value);
     if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
 
-    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier,
-    // and the live profiles an unfinished merge pointed it away from (`from`): those are merged too.
-    // `resolvedTo`: the live profile each profile id read here leads to (undefined: none yet).
-    const resolvedTo = new Map<string, string | undefined>();
-    const follow = async (id: string) => {
-      const p = await this.live(ws, id);
-      resolvedTo.set(id, p?.value.profileId);
-      return p;
-    };
+    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier.
     const live = await Promise.all(
       entries.map(async (e) => {
-        if (e === undefined || !("profileId" in e.value)) return { moved: [] };
-        const [p, ...from] = await Promise.all([e.value.profileId, ...(e.value.from ?? [])].map(follow));
-        const moved = from.filter(
-          (f): f is Versioned<ProfileRecord> => f !== undefined && f.value.profileId !== p?.value.profileId,
-        );
+        if (e === undefined || !("profileId" in e.value)) return {};
+        const p = await this.live(ws, e.value.profileId);
         return p === undefined
-          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0, moved }
-          : { profile: p, moved };
+          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
+          : { profile: p };
       }),
     );
     const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
-    /** The live profiles an identifier leads to: its target's, and those an unfinished merge moved it from. */
-    const profilesAt = (id: Ident): Versioned<ProfileRecord>[] => {
-      const l = at(id);
-      if (l === undefined) return [];
-      return l.profile === undefined ? l.moved : [l.profile, ...l.moved];
-    };
 
     // Per-type limits: an event that would push the profile past one does not merge; its
     // lowest-priority identifiers are dropped until the rest fit.
@@ -200,11 +166,10 @@ export class Resolver {
       const seen = new Set<string>();
       const out: (Ident & { addedAtMs?: number })[] = [];
       for (const id of kept) {
-        for (const p of profilesAt(id)) {
-          if (seen.has(p.value.profileId)) continue;
-          seen.add(p.value.profileId);
-          out.push(...identifiersWithTimes(p.value));
-        }
+        const p = at(id)?.profile;
+        if (p === undefined || seen.has(p.value.profileId)) continue;
+        seen.add(p.value.profileId);
+        out.push(...identifiersWithTimes(p.value));
       }
       return out;
     };
@@ -220,8 +185,8 @@ export class Resolver {
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
     for (const id of considered) {
       const l = at(id);
-      for (const p of profilesAt(id)) found.set(p.value.profileId, p);
-      if (l?.profile === undefined && l?.pending !== undefined) {
+      if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
+      else if (l?.pending !== undefined) {
         adopted ??= l.pending;
         if (
           !ownClaims.has(l.pending) &&
@@ -240,6 +205,16 @@ export class Resolver {
       // retried with backoff, then the message is redelivered), then merge it. A claim older
       // than STALE_CLAIM_MS is a writer that died between claiming and writing: taken over.
       throw new WriteConflict(`profile ${adopted} (being written)`);
+    }
+    for (const own of ownClaims) {
+      // A profile an earlier attempt of this resolution created, whose claim another writer then
+      // took over (`checkClaims`): it holds this event, and its identifiers may lead elsewhere now.
+      // It joins what they lead to, when it holds nothing but identifiers this event still keeps.
+      if (found.has(own)) continue;
+      const p = await this.live(ws, own);
+      if (p === undefined || found.has(p.value.profileId)) continue;
+      if (p.value.identifiers.every((i) => kept.some((k) => k.type === i.type && k.value === i.value)))
+        found.set(p.value.profileId, p);
     }
     const newId = adopted ?? profileIdFor(ws, ids[0]!);
     if (found.size === 0) {
@@ -268,9 +243,7 @@ export class Resolver {
     }
     for (const l of losers) {
       // Why: the event's identifiers that led to the merged profile.
-      const linkedBy = considered.filter((id) =>
-        profilesAt(id).some((p) => p.value.profileId === l.value.profileId),
-      );
+      const linkedBy = considered.filter((id) => at(id)?.profile?.value.profileId === l.value.profileId);
       mergeInto(record, l.value, { atMs: now, eventId: event.messageId, linkedBy });
     }
 
@@ -282,17 +255,29 @@ export class Resolver {
       if (computed.length > 0)
         applyComputed((record.computed ??= {}), computed, event, eventTimeMs(event, now), now);
     }
-    // Order matters: claim the identifiers first, then write the profile, then retire the
-    // merged ones. A conflict at any step retries from the start with nothing half-applied:
-    // the event lands on the profile only once its identifiers point there.
-    if (s.revision === 0) ownClaims.add(record.profileId);
+    // Order matters. A conflict at any step retries from the start, and a writer may stop between
+    // any two (a crash, or another replica's write): each step leaves every identifier leading to
+    // a profile that holds what it brought.
     const claimedAt = this.clock();
-    await this.pointIndex(ws, record, lookupIds, entries, claimedAt, resolvedTo);
-    if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
-    // Another writer may take a claim over once it looks stale; a writer this quick gave nobody the
-    // chance (half the window, for clocks that differ between replicas).
-    const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
-    if (s.revision === 0 && this.clock() - claimedAt >= stale / 2) await this.checkClaims(ws, record);
+    if (s.revision === 0) {
+      // A new profile: its identifiers are claimed first, so that two writers starting profiles
+      // for one customer meet on the claim rather than make two; then it is written.
+      ownClaims.add(record.profileId);
+      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, dropped);
+      await this.store.putProfile(record, 0);
+      // Another writer may take a claim over once it looks stale; a writer this quick gave nobody
+      // the chance (half the window, for clocks that differ between replicas).
+      const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
+      if (this.clock() - claimedAt >= stale / 2) await this.checkClaims(ws, record);
+    } else {
+      // An existing profile, with the profiles it merges: written first, then the identifiers are
+      // pointed at it. Pointing them first let a writer stopped in between leave them leading to a
+      // survivor without the merged profile, which nothing led to any more: its data was lost.
+      // Written first, the merged profile stays where its identifiers lead until it is retired,
+      // and the next resolution through any of them merges it again (see `appliedChange` above).
+      if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
+      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, dropped);
+    }
     for (const l of losers) {
       await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
     }
@@ -327,10 +312,8 @@ export class Resolver {
   }
 
   /**
-   * Makes every identifier of the profile point at it (new ones, and those of merged profiles).
-   * An identifier pointed away from another profile remembers it (`from`) until that profile is
-   * known to lead here: if this attempt stops half-way, whoever reads the entry next finds the
-   * profile and merges it (`resolvedTo`: where each profile id read by this attempt led).
+   * Makes every identifier of the profile point at it (new ones, and those of merged profiles),
+   * but those the limits dropped from this event: they lead to another profile, which keeps them.
    */
   private async pointIndex(
     ws: string,
@@ -338,35 +321,16 @@ export class Resolver {
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
     claimedAt: number,
-    resolvedTo: ReadonlyMap<string, string | undefined>,
+    dropped: readonly Ident[],
   ): Promise<void> {
-    // Kept unless already known to lead here (a profile not read here, or not written yet, is kept).
-    const unsettled = (ids: readonly string[]) =>
-      [...new Set(ids)].filter((id) => id !== p.profileId && resolvedTo.get(id) !== p.profileId);
+    const target = { profileId: p.profileId, claimedAt };
     await Promise.all(
       p.identifiers.map(async (id) => {
+        if (dropped.some((d) => d.type === id.type && d.value === id.value)) return;
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
-        const was = entry !== undefined && "profileId" in entry.value ? entry.value : undefined;
-        if (was?.profileId === p.profileId) {
-          const from = was.from ?? [];
-          if (from.length === 0) return;
-          const left = unsettled(from);
-          if (left.length === from.length) return;
-          // Those it was moved from that lead here now are forgotten (best effort: the next reader may).
-          const tidy = {
-            profileId: p.profileId,
-            ...(was.claimedAt === undefined ? {} : { claimedAt: was.claimedAt }),
-          };
-          await this.store
-            .link(ws, id, left.length > 0 ? { ...tidy, from: left } : tidy, entry!.revision)
-            .catch((e: unknown) => {
-              if (!(e instanceof WriteConflict)) throw e;
-            });
+        if (entry !== undefined && "profileId" in entry.value && entry.value.profileId === p.profileId)
           return;
-        }
-        const from = unsettled(was === undefined ? [] : [was.profileId, ...(was.from ?? [])]);
-        const target = { profileId: p.profileId, claimedAt, ...(from.length > 0 ? { from } : {}) };
         await this.store.link(ws, id, target, entry?.revision ?? 0);
       }),
     );

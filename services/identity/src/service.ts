@@ -562,9 +562,9 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
-            // A merge stopped half-way (the next event through these identifiers finishes it) can
-            // leave another profile of this customer live where only index entries lead: erased too.
-            const stranded = await reader.unfinishedMerges(ws, p, [id]);
+            // A merge stopped before retiring the profiles it merged (the next event through their
+            // identifiers finishes it) leaves them live: this customer's too, erased with it.
+            const stranded = await reader.unfinishedMerges(ws, p);
             const removed = new Set<string>();
             for (const q of [...stranded.map((x) => x.value), p]) {
               await erase(ws, q, req.suppress);

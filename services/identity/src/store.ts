@@ -24,20 +24,8 @@ export class WriteConflict extends Error {
 
 /** What an index entry points at. */
 export type IndexTarget =
-  | {
-      profileId: string;
-      /** When the identifier was pointed here, in ms (a claim whose profile is not written yet ages). */
-      claimedAt?: number;
-      /**
-       * Profiles the identifier was pointed away from by a merge that may not have finished: the
-       * writer repoints identifiers before it writes the survivor and retires the merged profiles,
-       * and another writer can interrupt it half-way. Until each has been merged (its tombstone
-       * leads to the target), whoever reads the entry merges it: no profile is left holding the
-       * customer's data where no identifier leads.
-       */
-      from?: string[];
-    }
-  | { suppressed: true };
+  /** `claimedAt`: when the identifier was pointed here, in ms (a claim whose profile is not written yet ages). */
+  { profileId: string; claimedAt?: number } | { suppressed: true };
 
 export interface ProfileStore {
   getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined>;
