@@ -14,6 +14,9 @@ import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
 import { profileIdFor, type ProfileRecord } from "./profile-record.js";
+import { compileRules } from "./identity-rules.js";
+import { computedValues } from "./computed.js";
+import { computedTraitSchema } from "@kairos/mesh-config";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -167,5 +170,61 @@ describe("a merge stopped part-way", () => {
       expect(profiles.size, `stop after ${stopAfter}`).toBe(1);
       expect((await resolver.live("ws", userProfile))?.value.profileId).toBe([...profiles][0]);
     }
+  });
+
+  // Two merges racing for one profile: each read it live; the first retired it into its survivor,
+  // the second then wrote its own survivor with it too. It was counted on both, then twice once
+  // the two survivors joined. Retiring it (compare-and-set) before writing the survivor lets one win.
+  it("merges a profile into one survivor only, when two merges race for it", async () => {
+    const store = await KvProfileStore.open(nc);
+    const rules = compileRules(undefined, [
+      computedTraitSchema.parse({ name: "events", op: "count", event: "*" }),
+    ]);
+    const resolver = new Resolver(store, Date.now, () => rules);
+    const at = Date.now();
+    const step = (ms: number) => timestampFromMs(at + ms);
+    await resolver.resolve(
+      event({ anonymousId: "anon-t", traits: { email: "t@example.org" }, timestamp: step(0) }),
+    );
+    await resolver.resolve(event({ userId: "user-t", traits: { s: 1 }, timestamp: step(1) }));
+    await resolver.resolve(event({ anonymousId: "anon-l", traits: { l: 1 }, timestamp: step(2) }));
+
+    // The first merge (user + anon-l) reads both profiles, then waits before its first write.
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const held = new Promise<void>((r) => (reached = r));
+    const holding: ProfileStore = Object.create(store) as ProfileStore;
+    let first = true;
+    const hold = async () => {
+      if (!first) return;
+      first = false;
+      reached();
+      await gate;
+    };
+    holding.putProfile = async (p: ProfileRecord, revision: number) => (
+      await hold(),
+      store.putProfile(p, revision)
+    );
+    holding.link = async (...args: Parameters<ProfileStore["link"]>) => (await hold(), store.link(...args));
+    const slow = new Resolver(holding, Date.now, () => rules).resolve(
+      event({ userId: "user-t", anonymousId: "anon-l", timestamp: step(3) }),
+    );
+    await held;
+    // Meanwhile the same device identifies with the email: anon-l joins the email's profile.
+    await resolver.resolve(
+      event({ anonymousId: "anon-l", traits: { email: "t@example.org" }, timestamp: step(4) }),
+    );
+    release();
+    await slow;
+
+    const p = await resolver.find("ws", { type: "user_id", value: "user-t" });
+    for (const [type, value] of [
+      ["anonymous_id", "anon-t"],
+      ["anonymous_id", "anon-l"],
+      ["email", "t@example.org"],
+    ] as const)
+      expect((await resolver.find("ws", { type, value }))?.value.profileId, type).toBe(p?.value.profileId);
+    expect(computedValues(p!.value.computed!, rules.computed, Date.now())).toEqual({ events: 5 });
   });
 });

@@ -215,8 +215,8 @@ describe("identity", () => {
   });
 });
 
-describe("deletion during a merge stopped part-way", () => {
-  it("erases the merged profile the merge had not yet retired", async () => {
+describe("deletion after a merge stopped part-way", () => {
+  it("erases all of a customer whose merge stopped before pointing the identifiers at the survivor", async () => {
     // Staged straight in the service's store: the login's merge wrote the survivor (the anonymous
     // profile) and stopped before pointing the identifiers at it; the redelivery has not come yet.
     const store = await KvProfileStore.open(nc);
@@ -256,7 +256,11 @@ describe("deletion during a merge stopped part-way", () => {
         identifier: { type: "anonymous_id", value: "anon-half" },
       });
       expect(res.identifiersRemoved).toBe(3);
-      await waitFor(async () => (await changes()).some((c) => c.profileId === userProfile && c.deleted));
+      await waitFor(async () =>
+        (await changes()).some(
+          (c) => c.deleted && c.profileId === res.profileId && c.mergedFrom.includes(userProfile),
+        ),
+      );
     } finally {
       client.close();
     }
@@ -265,6 +269,52 @@ describe("deletion during a merge stopped part-way", () => {
       ["user_id", "user-half"],
       ["email", "half@example.org"],
       ["anonymous_id", "anon-half"],
+    ] as const) {
+      await expect(get(type, value), type).rejects.toThrow(/no profile/);
+    }
+  });
+});
+
+describe("deletion after a merge stopped before writing its survivor", () => {
+  it("erases the retired profile the survivor does not hold yet, asked by its identifier", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    const crashing: ProfileStore = Object.create(store) as ProfileStore;
+    crashing.putProfile = async (p: ProfileRecord, revision: number) => {
+      if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
+      return store.putProfile(p, revision);
+    };
+    await resolver.resolve(
+      event({ anonymousId: "anon-ret", type: EventType.IDENTIFY, traits: { plan: "basic" } }),
+    );
+    await resolver.resolve(
+      event({
+        userId: "user-ret",
+        type: EventType.IDENTIFY,
+        traits: { email: "ret@example.org", city: "Paris" },
+      }),
+    );
+    const userProfile = (await resolver.find("ws", { type: "user_id", value: "user-ret" }))!.value.profileId;
+    await expect(
+      new Resolver(crashing).resolve(
+        event({ userId: "user-ret", anonymousId: "anon-ret", type: EventType.IDENTIFY }),
+      ),
+    ).rejects.toThrow(/crashed/);
+    // The user's profile is retired into the anonymous one, which does not hold it yet.
+    expect((await store.getProfile("ws", userProfile))?.value.mergedInto).toBeDefined();
+
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      await client.deleteProfile({ workspace: "ws", identifier: { type: "user_id", value: "user-ret" } });
+      await waitFor(async () => (await changes()).some((c) => c.deleted && c.profileId === userProfile));
+    } finally {
+      client.close();
+    }
+    expect(await store.getProfile("ws", userProfile)).toBeUndefined();
+    for (const [type, value] of [
+      ["user_id", "user-ret"],
+      ["email", "ret@example.org"],
+      ["anonymous_id", "anon-ret"],
     ] as const) {
       await expect(get(type, value), type).rejects.toThrow(/no profile/);
     }

@@ -102,6 +102,47 @@ export class Resolver {
     throw new Error(`profile ${profileId}: merge chain longer than ${MAX_MERGE_HOPS}`);
   }
 
+  /**
+   * Follows merge tombstones to the live profile, and returns the tombstones on the way whose
+   * content the live profile does not hold yet: a merge retires its losers before it writes the
+   * survivor, so one stopped in between leaves them for the next resolution to fold in.
+   */
+  private async chase(
+    workspace: string,
+    profileId: string,
+  ): Promise<{ profile?: Versioned<ProfileRecord>; unabsorbed: ProfileRecord[] }> {
+    const passed: ProfileRecord[] = [];
+    let id = profileId;
+    for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
+      const p = await this.store.getProfile(workspace, id);
+      if (p === undefined) {
+        // Retired into a profile since deleted: what they hold was that customer's, erased too.
+        for (const t of passed) await this.store.deleteProfile(workspace, t.profileId);
+        return { unabsorbed: [] };
+      }
+      if (p.value.mergedInto === undefined) {
+        const held = new Set(p.value.mergedFrom);
+        return { profile: p, unabsorbed: passed.filter((t) => !held.has(t.profileId)) };
+      }
+      passed.push(p.value);
+      id = p.value.mergedInto;
+    }
+    throw new Error(`profile ${profileId}: merge chain longer than ${MAX_MERGE_HOPS}`);
+  }
+
+  /**
+   * For a deletion: the live profile an identifier points at, and the retired profiles on the way
+   * that it does not hold yet (a merge stopped before writing its survivor), to be erased with it.
+   */
+  async findForErasure(
+    workspace: string,
+    id: Ident,
+  ): Promise<{ profile?: Versioned<ProfileRecord>; unabsorbed: ProfileRecord[] }> {
+    const target = await this.store.lookup(workspace, id);
+    if (target === undefined || !("profileId" in target.value)) return { unabsorbed: [] };
+    return this.chase(workspace, target.value.profileId);
+  }
+
   /** The live profile an identifier points at. */
   async find(
     workspace: string,
@@ -111,20 +152,6 @@ export class Resolver {
     const target = await this.store.lookup(workspace, id);
     if (target === undefined || !("profileId" in target.value)) return undefined;
     return this.live(workspace, target.value.profileId);
-  }
-
-  /**
-   * Profiles merged into `p` that are still live: a merge stopped after writing the survivor and
-   * before retiring them (the next resolution through their identifiers finishes it). A deletion
-   * erases them too.
-   */
-  async unfinishedMerges(workspace: string, p: ProfileRecord): Promise<Versioned<ProfileRecord>[]> {
-    const out: Versioned<ProfileRecord>[] = [];
-    for (const id of p.mergedFrom) {
-      const m = await this.store.getProfile(workspace, id);
-      if (m !== undefined && m.value.mergedInto === undefined) out.push(m);
-    }
-    return out;
   }
 
   private async attempt(
@@ -148,14 +175,15 @@ export class Resolver {
     const suppressed = entries.filter((e) => e !== undefined && "suppressed" in e.value);
     if (suppressed.length > 0) return { kind: "suppressed", profileIds: [] };
 
-    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier.
+    // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier,
+    // and retired profiles on the way that it does not hold yet (a merge stopped part-way).
     const live = await Promise.all(
       entries.map(async (e) => {
         if (e === undefined || !("profileId" in e.value)) return {};
-        const p = await this.live(ws, e.value.profileId);
+        const { profile: p, unabsorbed } = await this.chase(ws, e.value.profileId);
         return p === undefined
           ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
-          : { profile: p };
+          : { profile: p, unabsorbed };
       }),
     );
     const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
@@ -183,11 +211,16 @@ export class Resolver {
     let adopted: string | undefined;
     let freshClaim = false;
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
+    const unabsorbed = new Map<string, ProfileRecord>();
+    /** Claims for profiles not written (this resolution's own, or stale ones: fresh ones are waited for). */
+    const pending = new Set<string>();
     for (const id of considered) {
       const l = at(id);
+      for (const t of l?.unabsorbed ?? []) unabsorbed.set(t.profileId, t);
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
+        pending.add(l.pending);
         if (
           !ownClaims.has(l.pending) &&
           now - (l.claimedAt ?? 0) < (this.opts.staleClaimMs ?? STALE_CLAIM_MS)
@@ -246,6 +279,14 @@ export class Resolver {
       const linkedBy = considered.filter((id) => at(id)?.profile?.value.profileId === l.value.profileId);
       mergeInto(record, l.value, { atMs: now, eventId: event.messageId, linkedBy });
     }
+    // Retired by a merge that stopped before writing its survivor: folded in here, once.
+    const folded: string[] = [];
+    for (const t of unabsorbed.values()) {
+      if (record.mergedFrom.includes(t.profileId)) continue;
+      const { mergedInto: _, ...content } = t;
+      mergeInto(record, content, { atMs: now, eventId: event.messageId });
+      folded.push(t.profileId);
+    }
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};
@@ -255,31 +296,42 @@ export class Resolver {
       if (computed.length > 0)
         applyComputed((record.computed ??= {}), computed, event, eventTimeMs(event, now), now);
     }
-    // Order matters. A conflict at any step retries from the start, and a writer may stop between
-    // any two (a crash, or another replica's write): each step leaves every identifier leading to
-    // a profile that holds what it brought.
+    // Order matters. A conflict at any step retries from the start, and a writer may stop after
+    // any write (a crash, or another replica's write): every identifier still leads to what it
+    // brought, and the next resolution through it finishes the work.
     const claimedAt = this.clock();
     if (s.revision === 0) {
       // A new profile: its identifiers are claimed first, so that two writers starting profiles
       // for one customer meet on the claim rather than make two; then it is written.
       ownClaims.add(record.profileId);
-      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, dropped);
+      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, undefined, dropped);
       await this.store.putProfile(record, 0);
       // Another writer may take a claim over once it looks stale; a writer this quick gave nobody
       // the chance (half the window, for clocks that differ between replicas).
       const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
       if (this.clock() - claimedAt >= stale / 2) await this.checkClaims(ws, record);
     } else {
-      // An existing profile, with the profiles it merges: written first, then the identifiers are
-      // pointed at it. Pointing them first let a writer stopped in between leave them leading to a
-      // survivor without the merged profile, which nothing led to any more: its data was lost.
-      // Written first, the merged profile stays where its identifiers lead until it is retired,
-      // and the next resolution through any of them merges it again (see `appliedChange` above).
-      if (already === undefined || losers.length > 0) await this.store.putProfile(record, s.revision);
-      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, dropped);
-    }
-    for (const l of losers) {
-      await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+      // An existing profile. The event's new identifiers are claimed first (as for a new profile).
+      await this.claimNew(ws, record, kept, lookupIds, entries, claimedAt);
+      // Then the merged profiles are retired, compare-and-set on what was read: a merge that lost
+      // one to another writer retries, so no profile is merged into two. Their tombstones lead
+      // here; if this writer stops before writing the survivor, the next resolution through them
+      // finds the survivor without them and folds them in (`chase`).
+      for (const l of losers) {
+        await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+      }
+      if (already === undefined || losers.length > 0 || folded.length > 0)
+        await this.store.putProfile(record, s.revision);
+      // Last, identifiers that lead to a merged profile are pointed here (they reach it through
+      // the tombstones meanwhile). One that leads to another live profile is left to it.
+      const mine = new Set([
+        record.profileId,
+        ...record.mergedFrom,
+        ...losers.map((l) => l.value.profileId),
+        ...pending,
+        ...ownClaims,
+      ]);
+      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, mine, dropped);
     }
 
     return {
@@ -287,7 +339,8 @@ export class Resolver {
       profile: record,
       changeId: already ?? { profileId: record.profileId, version: record.version },
       changedTraits,
-      merged: losers.map((l) => l.value.profileId),
+      // Downstream joins what it keeps under these ids to the survivor (consent, memberships).
+      merged: [...losers.map((l) => l.value.profileId), ...folded],
     };
   }
 
@@ -311,9 +364,29 @@ export class Resolver {
     );
   }
 
+  /** Claims the event's identifiers that no index entry has yet for an existing profile. */
+  private async claimNew(
+    ws: string,
+    p: ProfileRecord,
+    kept: readonly Ident[],
+    looked: Ident[],
+    entries: (Versioned<IndexTarget> | undefined)[],
+    claimedAt: number,
+  ): Promise<void> {
+    await Promise.all(
+      kept.map(async (id) => {
+        const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
+        if (i < 0 || entries[i] !== undefined) return;
+        const target = { profileId: p.profileId, claimedAt };
+        entries[i] = { value: target, revision: await this.store.link(ws, id, target, 0) };
+      }),
+    );
+  }
+
   /**
-   * Makes every identifier of the profile point at it (new ones, and those of merged profiles),
-   * but those the limits dropped from this event: they lead to another profile, which keeps them.
+   * Points the profile's identifiers at it: those without an entry, and those whose entry leads to
+   * a profile in `mine` (merged into it, or a claim it takes over). One that leads to another
+   * profile, or is suppressed, or that the limits dropped from this event, is left as it is.
    */
   private async pointIndex(
     ws: string,
@@ -321,7 +394,8 @@ export class Resolver {
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
     claimedAt: number,
-    dropped: readonly Ident[],
+    mine: ReadonlySet<string> | undefined,
+    dropped: readonly Ident[] = [],
   ): Promise<void> {
     const target = { profileId: p.profileId, claimedAt };
     await Promise.all(
@@ -330,6 +404,12 @@ export class Resolver {
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
         if (entry !== undefined && "profileId" in entry.value && entry.value.profileId === p.profileId)
+          return;
+        if (
+          entry !== undefined &&
+          mine !== undefined &&
+          !("profileId" in entry.value && mine.has(entry.value.profileId))
+        )
           return;
         await this.store.link(ws, id, target, entry?.revision ?? 0);
       }),

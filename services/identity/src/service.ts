@@ -37,7 +37,7 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { identKey, mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
+import { mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
@@ -553,7 +553,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const found = await reader.find(ws, id);
+          const { profile: found, unabsorbed } = await reader.findForErasure(ws, id);
           if (found === undefined)
             throw new GrpcError(
               grpc.status.NOT_FOUND,
@@ -562,15 +562,10 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
-            // A merge stopped before retiring the profiles it merged (the next event through their
-            // identifiers finishes it) leaves them live: this customer's too, erased with it.
-            const stranded = await reader.unfinishedMerges(ws, p);
-            const removed = new Set<string>();
-            for (const q of [...stranded.map((x) => x.value), p]) {
-              await erase(ws, q, req.suppress);
-              for (const i of q.identifiers) removed.add(identKey(i));
-            }
-            return { profileId: p.profileId, identifiersRemoved: removed.size };
+            // Retired by a merge that stopped before writing the survivor: erased with it.
+            for (const t of unabsorbed) await erase(ws, t, req.suppress);
+            await erase(ws, p, req.suppress);
+            return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
           });
         },
       }),
