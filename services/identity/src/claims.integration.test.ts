@@ -119,7 +119,8 @@ describe("a merge stopped part-way", () => {
   it("loses nothing wherever the writer stops: the next events and the redelivery finish it", async () => {
     const store = await KvProfileStore.open(nc);
     const resolver = new Resolver(store);
-    for (let stopAfter = 0; stopAfter <= 4; stopAfter++) {
+    // The login's writes: the survivor's merge intent, the tombstone, the survivor, two identifiers.
+    for (let stopAfter = 0; stopAfter <= 5; stopAfter++) {
       const [anon, user, email] = [`anon-s${stopAfter}`, `user-s${stopAfter}`, `s${stopAfter}@example.org`];
       await resolver.resolve(event({ anonymousId: anon, traits: { plan: "basic" } }));
       await resolver.resolve(event({ userId: user, traits: { email, city: "Paris" } }));
@@ -144,7 +145,7 @@ describe("a merge stopped part-way", () => {
         () => false,
         () => true,
       );
-      expect(stopped, `stop after ${stopAfter}`).toBe(stopAfter < 4);
+      expect(stopped, `stop after ${stopAfter}`).toBe(stopAfter < 5);
 
       // Before the login is redelivered, the customer acts through the user id, then the email.
       await resolver.resolve(event({ userId: user, traits: { country: "FR" } }));
@@ -226,5 +227,47 @@ describe("a merge stopped part-way", () => {
     ] as const)
       expect((await resolver.find("ws", { type, value }))?.value.profileId, type).toBe(p?.value.profileId);
     expect(computedValues(p!.value.computed!, rules.computed, Date.now())).toEqual({ events: 5 });
+  });
+
+  // Two logins on one device by two users, racing: each merge wants the device's profile as its
+  // survivor. The one that loses it must not fold its retired user profile into a survivor that
+  // now holds the other user (one user id per profile, the default limit): it is brought back.
+  it("keeps two users apart when their logins on one device race", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ anonymousId: "anon-k", traits: { device: "kiosk" } }));
+    const device = (await resolver.find("ws", { type: "anonymous_id", value: "anon-k" }))!.value.profileId;
+    await resolver.resolve(event({ userId: "user-k1", traits: { name: "Ada" } }));
+    await resolver.resolve(event({ userId: "user-k2", traits: { name: "Grace" } }));
+
+    // Both reach their first write of the device's profile, then go on together.
+    let waiting = 0;
+    let both!: () => void;
+    const together = new Promise<void>((r) => (both = r));
+    const racing = (): ProfileStore => {
+      const s: ProfileStore = Object.create(store) as ProfileStore;
+      let first = true;
+      s.putProfile = async (p: ProfileRecord, revision: number) => {
+        if (first && p.profileId === device && p.mergedInto === undefined) {
+          first = false;
+          if (++waiting === 2) both();
+          await together;
+        }
+        return store.putProfile(p, revision);
+      };
+      return s;
+    };
+    await Promise.all([
+      new Resolver(racing()).resolve(event({ userId: "user-k1", anonymousId: "anon-k" })),
+      new Resolver(racing()).resolve(event({ userId: "user-k2", anonymousId: "anon-k" })),
+    ]);
+
+    const ada = await resolver.find("ws", { type: "user_id", value: "user-k1" });
+    const grace = await resolver.find("ws", { type: "user_id", value: "user-k2" });
+    expect(ada?.value.profileId).not.toBe(grace?.value.profileId);
+    expect(ada?.value.traits.name).toBe("Ada");
+    expect(grace?.value.traits.name).toBe("Grace");
+    for (const p of [ada, grace])
+      expect(p?.value.identifiers.filter((i) => i.type === "user_id")).toHaveLength(1);
   });
 });

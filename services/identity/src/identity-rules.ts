@@ -34,6 +34,8 @@ export interface CompiledRules {
     existing: (ids: readonly Ident[]) => readonly (Ident & { addedAtMs?: number })[],
     nowMs?: number,
   ): { kept: Ident[]; dropped: Ident[] };
+  /** Whether one profile holding all of these identifiers stays within the per-type limits. */
+  fits(ids: readonly (Ident & { addedAtMs?: number })[], nowMs?: number): boolean;
 }
 
 /** E.164: `+` and 7 to 15 digits, the first not 0. Separators are removed, a leading `00` becomes `+`. */
@@ -138,6 +140,9 @@ export function compileRules(
           out.push({ type: r.type, value: v });
       }
       return out;
+    },
+    fits(ids, nowMs = Date.now()) {
+      return !overLimit(ids, nowMs);
     },
     withinLimits(ids, existing, nowMs = Date.now()) {
       const kept = [...ids].sort((a, b) => (priority.get(a.type) ?? 99) - (priority.get(b.type) ?? 99));

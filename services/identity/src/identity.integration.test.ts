@@ -276,49 +276,50 @@ describe("deletion after a merge stopped part-way", () => {
 });
 
 describe("deletion after a merge stopped before writing its survivor", () => {
-  it("erases the retired profile the survivor does not hold yet, asked by its identifier", async () => {
-    const store = await KvProfileStore.open(nc);
-    const resolver = new Resolver(store);
-    const crashing: ProfileStore = Object.create(store) as ProfileStore;
-    crashing.putProfile = async (p: ProfileRecord, revision: number) => {
-      if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
-      return store.putProfile(p, revision);
-    };
-    await resolver.resolve(
-      event({ anonymousId: "anon-ret", type: EventType.IDENTIFY, traits: { plan: "basic" } }),
-    );
-    await resolver.resolve(
-      event({
-        userId: "user-ret",
-        type: EventType.IDENTIFY,
-        traits: { email: "ret@example.org", city: "Paris" },
-      }),
-    );
-    const userProfile = (await resolver.find("ws", { type: "user_id", value: "user-ret" }))!.value.profileId;
-    await expect(
-      new Resolver(crashing).resolve(
-        event({ userId: "user-ret", anonymousId: "anon-ret", type: EventType.IDENTIFY }),
-      ),
-    ).rejects.toThrow(/crashed/);
-    // The user's profile is retired into the anonymous one, which does not hold it yet.
-    expect((await store.getProfile("ws", userProfile))?.value.mergedInto).toBeDefined();
+  it.each(["user_id", "anonymous_id"] as const)(
+    "erases the retired profile the survivor does not hold yet, asked by the %s",
+    async (via) => {
+      const [anon, user, email] = [`anon-ret-${via}`, `user-ret-${via}`, `ret-${via}@example.org`];
+      const store = await KvProfileStore.open(nc);
+      const resolver = new Resolver(store);
+      const crashing: ProfileStore = Object.create(store) as ProfileStore;
+      crashing.putProfile = async (p: ProfileRecord, revision: number) => {
+        if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
+        return store.putProfile(p, revision);
+      };
+      await resolver.resolve(
+        event({ anonymousId: anon, type: EventType.IDENTIFY, traits: { plan: "basic" } }),
+      );
+      await resolver.resolve(
+        event({ userId: user, type: EventType.IDENTIFY, traits: { email, city: "Paris" } }),
+      );
+      const userProfile = (await resolver.find("ws", { type: "user_id", value: user }))!.value.profileId;
+      await expect(
+        new Resolver(crashing).resolve(event({ userId: user, anonymousId: anon, type: EventType.IDENTIFY })),
+      ).rejects.toThrow(/crashed/);
+      // The user's profile is retired into the anonymous one, which does not hold it yet.
+      expect((await store.getProfile("ws", userProfile))?.value.mergedInto).toBeDefined();
 
-    const client = createGrpcClient(ProfileService, svc.grpcAddress);
-    try {
-      await client.deleteProfile({ workspace: "ws", identifier: { type: "user_id", value: "user-ret" } });
-      await waitFor(async () => (await changes()).some((c) => c.deleted && c.profileId === userProfile));
-    } finally {
-      client.close();
-    }
-    expect(await store.getProfile("ws", userProfile)).toBeUndefined();
-    for (const [type, value] of [
-      ["user_id", "user-ret"],
-      ["email", "ret@example.org"],
-      ["anonymous_id", "anon-ret"],
-    ] as const) {
-      await expect(get(type, value), type).rejects.toThrow(/no profile/);
-    }
-  });
+      const client = createGrpcClient(ProfileService, svc.grpcAddress);
+      try {
+        await client.deleteProfile({
+          workspace: "ws",
+          identifier: { type: via, value: via === "user_id" ? user : anon },
+        });
+        await waitFor(async () => (await changes()).some((c) => c.deleted && c.profileId === userProfile));
+      } finally {
+        client.close();
+      }
+      expect(await store.getProfile("ws", userProfile)).toBeUndefined();
+      for (const [type, value] of [
+        ["user_id", user],
+        ["email", email],
+        ["anonymous_id", anon],
+      ] as const) {
+        await expect(get(type, value), type).rejects.toThrow(/no profile/);
+      }
+    },
+  );
 });
 
 describe("unmerge", () => {

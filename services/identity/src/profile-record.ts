@@ -66,6 +66,11 @@ export interface ProfileRecord {
   applied: AppliedEvent[];
   /** Set when this profile was merged into another: lookups follow it. */
   mergedInto?: string;
+  /**
+   * Profiles a merge into this one is retiring, written before it retires them and cleared when
+   * it writes this profile: an erasure finds them should the merge stop in between.
+   */
+  merging?: string[];
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
   merges?: MergeRecord[];
 }

@@ -105,29 +105,44 @@ export class Resolver {
   /**
    * Follows merge tombstones to the live profile, and returns the tombstones on the way whose
    * content the live profile does not hold yet: a merge retires its losers before it writes the
-   * survivor, so one stopped in between leaves them for the next resolution to fold in.
+   * survivor, so one stopped (or beaten) in between leaves them for the next resolution. `dead`:
+   * the tombstones on the way when the chain ends at no profile (the survivor was erased, or a
+   * cache still held it as live when it was retired into it).
    */
   private async chase(
     workspace: string,
     profileId: string,
-  ): Promise<{ profile?: Versioned<ProfileRecord>; unabsorbed: ProfileRecord[] }> {
-    const passed: ProfileRecord[] = [];
+  ): Promise<{
+    profile?: Versioned<ProfileRecord>;
+    unabsorbed: Versioned<ProfileRecord>[];
+    dead: Versioned<ProfileRecord>[];
+  }> {
+    const passed: Versioned<ProfileRecord>[] = [];
     let id = profileId;
     for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
       const p = await this.store.getProfile(workspace, id);
-      if (p === undefined) {
-        // Retired into a profile since deleted: what they hold was that customer's, erased too.
-        for (const t of passed) await this.store.deleteProfile(workspace, t.profileId);
-        return { unabsorbed: [] };
-      }
+      if (p === undefined) return { unabsorbed: [], dead: passed };
       if (p.value.mergedInto === undefined) {
         const held = new Set(p.value.mergedFrom);
-        return { profile: p, unabsorbed: passed.filter((t) => !held.has(t.profileId)) };
+        return { profile: p, unabsorbed: passed.filter((t) => !held.has(t.value.profileId)), dead: [] };
       }
-      passed.push(p.value);
+      passed.push(p);
       id = p.value.mergedInto;
     }
     throw new Error(`profile ${profileId}: merge chain longer than ${MAX_MERGE_HOPS}`);
+  }
+
+  /**
+   * Brings a retired profile back (its merge never completed): compare-and-set on its tombstone,
+   * then the resolution starts again and finds it live.
+   */
+  private async restore(t: Versioned<ProfileRecord>, why: string): Promise<never> {
+    const { mergedInto: _, ...content } = t.value;
+    await this.store.putProfile(
+      { ...content, version: content.version + 1, updatedAtMs: this.clock() },
+      t.revision,
+    );
+    throw new WriteConflict(`profile ${t.value.profileId} (restored: ${why})`);
   }
 
   /**
@@ -140,7 +155,8 @@ export class Resolver {
   ): Promise<{ profile?: Versioned<ProfileRecord>; unabsorbed: ProfileRecord[] }> {
     const target = await this.store.lookup(workspace, id);
     if (target === undefined || !("profileId" in target.value)) return { unabsorbed: [] };
-    return this.chase(workspace, target.value.profileId);
+    const { profile, unabsorbed } = await this.chase(workspace, target.value.profileId);
+    return { ...(profile === undefined ? {} : { profile }), unabsorbed: unabsorbed.map((t) => t.value) };
   }
 
   /** The live profile an identifier points at. */
@@ -180,7 +196,9 @@ export class Resolver {
     const live = await Promise.all(
       entries.map(async (e) => {
         if (e === undefined || !("profileId" in e.value)) return {};
-        const { profile: p, unabsorbed } = await this.chase(ws, e.value.profileId);
+        const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId);
+        // Retired into a profile that is gone: the merge never completed; the profile comes back.
+        for (const t of dead) await this.restore(t, "its survivor is gone");
         return p === undefined
           ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
           : { profile: p, unabsorbed };
@@ -211,12 +229,12 @@ export class Resolver {
     let adopted: string | undefined;
     let freshClaim = false;
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
-    const unabsorbed = new Map<string, ProfileRecord>();
+    const unabsorbed = new Map<string, Versioned<ProfileRecord>>();
     /** Claims for profiles not written (this resolution's own, or stale ones: fresh ones are waited for). */
     const pending = new Set<string>();
     for (const id of considered) {
       const l = at(id);
-      for (const t of l?.unabsorbed ?? []) unabsorbed.set(t.profileId, t);
+      for (const t of l?.unabsorbed ?? []) unabsorbed.set(t.value.profileId, t);
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
@@ -237,6 +255,8 @@ export class Resolver {
       // Going ahead now would leave that profile split off: wait for it (this attempt is
       // retried with backoff, then the message is redelivered), then merge it. A claim older
       // than STALE_CLAIM_MS is a writer that died between claiming and writing: taken over.
+      // A cached entry may be one the profile's erasure removed: the retry reads the store.
+      for (const id of considered) if (at(id)?.pending !== undefined) this.store.forget?.(ws, id);
       throw new WriteConflict(`profile ${adopted} (being written)`);
     }
     for (const own of ownClaims) {
@@ -263,7 +283,10 @@ export class Resolver {
     }
     const s = survivor ?? { value: newProfile(ws, newId, now), revision: 0 };
     const losers = [...found.values()].filter((p) => p !== s);
+    // As stored, before this resolution changes it (the merge intent is written on it).
+    const stored = losers.length > 0 ? (JSON.parse(JSON.stringify(s.value)) as ProfileRecord) : undefined;
     const record = s.value;
+    delete record.merging;
     if (appliedChange(record, event.messageId) !== undefined) {
       // A retry (or redelivery) of an event that merged: a merged-away profile whose tombstone
       // lost a race (another replica wrote to it meanwhile) is still live. Merge it again, with
@@ -280,12 +303,16 @@ export class Resolver {
       mergeInto(record, l.value, { atMs: now, eventId: event.messageId, linkedBy });
     }
     // Retired by a merge that stopped before writing its survivor: folded in here, once.
+    // Unless the survivor has changed since so that the two no longer fit the limits: then the
+    // merge is undone (it never completed) and the resolution starts again.
     const folded: string[] = [];
     for (const t of unabsorbed.values()) {
-      if (record.mergedFrom.includes(t.profileId)) continue;
-      const { mergedInto: _, ...content } = t;
+      if (record.mergedFrom.includes(t.value.profileId)) continue;
+      const both = [...identifiersWithTimes(record), ...identifiersWithTimes(t.value)];
+      if (!this.rulesFor(ws).fits(both, now)) await this.restore(t, "no longer within the limits");
+      const { mergedInto: _, ...content } = t.value;
       mergeInto(record, content, { atMs: now, eventId: event.messageId });
-      folded.push(t.profileId);
+      folded.push(t.value.profileId);
     }
 
     const already = appliedChange(record, event.messageId);
@@ -303,8 +330,11 @@ export class Resolver {
     if (s.revision === 0) {
       // A new profile: its identifiers are claimed first, so that two writers starting profiles
       // for one customer meet on the claim rather than make two; then it is written.
+      // Taking over another writer's stale claim: its entries are written again, so that writer,
+      // should it only have been slow, finds them changed rather than repointing them elsewhere.
+      const takeOver = !ownClaims.has(record.profileId) && record.profileId === adopted;
       ownClaims.add(record.profileId);
-      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, undefined, dropped);
+      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, undefined, dropped, takeOver);
       await this.store.putProfile(record, 0);
       // Another writer may take a claim over once it looks stale; a writer this quick gave nobody
       // the chance (half the window, for clocks that differ between replicas).
@@ -317,11 +347,18 @@ export class Resolver {
       // one to another writer retries, so no profile is merged into two. Their tombstones lead
       // here; if this writer stops before writing the survivor, the next resolution through them
       // finds the survivor without them and folds them in (`chase`).
+      // The survivor first names the profiles it is about to retire, so that an erasure of it
+      // finds them should this writer stop before it writes the survivor.
+      let revision = s.revision;
+      if (stored !== undefined) {
+        const merging = losers.map((l) => l.value.profileId);
+        revision = await this.store.putProfile({ ...stored, merging }, revision);
+      }
       for (const l of losers) {
         await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
       }
       if (already === undefined || losers.length > 0 || folded.length > 0)
-        await this.store.putProfile(record, s.revision);
+        await this.store.putProfile(record, revision);
       // Last, identifiers that lead to a merged profile are pointed here (they reach it through
       // the tombstones meanwhile). One that leads to another live profile is left to it.
       const mine = new Set([
@@ -396,6 +433,7 @@ export class Resolver {
     claimedAt: number,
     mine: ReadonlySet<string> | undefined,
     dropped: readonly Ident[] = [],
+    touch = false,
   ): Promise<void> {
     const target = { profileId: p.profileId, claimedAt };
     await Promise.all(
@@ -403,7 +441,12 @@ export class Resolver {
         if (dropped.some((d) => d.type === id.type && d.value === id.value)) return;
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
-        if (entry !== undefined && "profileId" in entry.value && entry.value.profileId === p.profileId)
+        if (
+          !touch &&
+          entry !== undefined &&
+          "profileId" in entry.value &&
+          entry.value.profileId === p.profileId
+        )
           return;
         if (
           entry !== undefined &&
