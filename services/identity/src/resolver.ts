@@ -53,6 +53,12 @@ const MAX_ATTEMPTS = 12;
 const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
+/** A retired profile whose survivor (`into`, as read) does not hold it yet. */
+interface Unabsorbed {
+  tomb: Versioned<ProfileRecord>;
+  into: Versioned<ProfileRecord>;
+}
+
 export class Resolver {
   conflicts = 0;
 
@@ -79,9 +85,11 @@ export class Resolver {
     // Profiles this resolution claimed identifiers for in an attempt that then failed: its own
     // claims must not make it wait for itself.
     const ownClaims = new Set<string>();
+    // Identifiers this resolution claimed for an existing profile in an attempt that then failed.
+    const ownLinks = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.attempt(event, ids, attempt, ownClaims);
+        return await this.attempt(event, ids, attempt, ownClaims, ownLinks);
       } catch (e) {
         if (!(e instanceof WriteConflict) || attempt >= MAX_ATTEMPTS) throw e;
         this.conflicts++;
@@ -114,7 +122,7 @@ export class Resolver {
     profileId: string,
   ): Promise<{
     profile?: Versioned<ProfileRecord>;
-    unabsorbed: Versioned<ProfileRecord>[];
+    unabsorbed: Unabsorbed[];
     dead: Versioned<ProfileRecord>[];
   }> {
     const passed: Versioned<ProfileRecord>[] = [];
@@ -124,7 +132,10 @@ export class Resolver {
       if (p === undefined) return { unabsorbed: [], dead: passed };
       if (p.value.mergedInto === undefined) {
         const held = new Set(p.value.mergedFrom);
-        return { profile: p, unabsorbed: passed.filter((t) => !held.has(t.value.profileId)), dead: [] };
+        const unabsorbed = passed
+          .filter((t) => !held.has(t.value.profileId))
+          .map((tomb) => ({ tomb, into: p }));
+        return { profile: p, unabsorbed, dead: [] };
       }
       passed.push(p);
       id = p.value.mergedInto;
@@ -133,10 +144,25 @@ export class Resolver {
   }
 
   /**
-   * Brings a retired profile back (its merge never completed): compare-and-set on its tombstone,
-   * then the resolution starts again and finds it live.
+   * Brings a retired profile back (its merge never completed), then the resolution starts again
+   * and finds it live. The profile its chain led to is written first, compare-and-set on the
+   * revision read through the chain (and without the profile in `merging`): should the merge's own
+   * writer have written it meanwhile, holding the profile, this fails instead of bringing back a
+   * profile already merged.
    */
-  private async restore(t: Versioned<ProfileRecord>, why: string): Promise<never> {
+  private async restore(
+    t: Versioned<ProfileRecord>,
+    into: Versioned<ProfileRecord> | undefined,
+    why: string,
+  ): Promise<never> {
+    if (into !== undefined) {
+      const ws = into.value.workspace;
+      const now = await (this.opts.fresh ?? this.store).getProfile(ws, into.value.profileId);
+      if (now?.revision !== into.revision) throw new WriteConflict(`profile ${into.value.profileId}`);
+      const merging = (now.value.merging ?? []).filter((id) => id !== t.value.profileId);
+      const { merging: _, ...rest } = now.value;
+      await this.store.putProfile(merging.length > 0 ? { ...rest, merging } : rest, into.revision);
+    }
     const { mergedInto: _, ...content } = t.value;
     await this.store.putProfile(
       { ...content, version: content.version + 1, updatedAtMs: this.clock() },
@@ -146,17 +172,31 @@ export class Resolver {
   }
 
   /**
-   * For a deletion: the live profile an identifier points at, and the retired profiles on the way
-   * that it does not hold yet (a merge stopped before writing its survivor), to be erased with it.
+   * For a deletion: the live profile an identifier points at, and the retired profiles it does not
+   * hold yet (a merge stopped before writing it), found on the way from the identifier or named in
+   * its `merging`: to be erased with it.
    */
   async findForErasure(
     workspace: string,
-    id: Ident,
-  ): Promise<{ profile?: Versioned<ProfileRecord>; unabsorbed: ProfileRecord[] }> {
-    const target = await this.store.lookup(workspace, id);
-    if (target === undefined || !("profileId" in target.value)) return { unabsorbed: [] };
-    const { profile, unabsorbed } = await this.chase(workspace, target.value.profileId);
-    return { ...(profile === undefined ? {} : { profile }), unabsorbed: unabsorbed.map((t) => t.value) };
+    id: Ident | { type: "profile_id"; value: string },
+  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[] }> {
+    let start = id.value;
+    if (id.type !== "profile_id") {
+      const target = await this.store.lookup(workspace, id);
+      if (target === undefined || !("profileId" in target.value)) return { retired: [] };
+      start = target.value.profileId;
+    }
+    const { profile, unabsorbed } = await this.chase(workspace, start);
+    if (profile === undefined) return { retired: [] };
+    const p = profile.value;
+    const retired = unabsorbed.map((u) => u.tomb.value);
+    const chain = new Set([p.profileId, ...p.mergedFrom]);
+    for (const t of p.merging ?? []) {
+      if (p.mergedFrom.includes(t) || retired.some((r) => r.profileId === t)) continue;
+      const r = await this.store.getProfile(workspace, t);
+      if (r?.value.mergedInto !== undefined && chain.has(r.value.mergedInto)) retired.push(r.value);
+    }
+    return { profile, retired };
   }
 
   /** The live profile an identifier points at. */
@@ -175,6 +215,7 @@ export class Resolver {
     eventIds: readonly Ident[],
     attemptNo: number,
     ownClaims: Set<string>,
+    ownLinks: Set<string>,
   ): Promise<Resolution> {
     const ids = [...eventIds];
     const ws = event.workspace;
@@ -194,14 +235,21 @@ export class Resolver {
     // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier,
     // and retired profiles on the way that it does not hold yet (a merge stopped part-way).
     const live = await Promise.all(
-      entries.map(async (e) => {
+      entries.map(async (e, i) => {
         if (e === undefined || !("profileId" in e.value)) return {};
         const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId);
         // Retired into a profile that is gone: the merge never completed; the profile comes back.
-        for (const t of dead) await this.restore(t, "its survivor is gone");
-        return p === undefined
-          ? { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 }
-          : { profile: p, unabsorbed };
+        for (const t of dead) await this.restore(t, undefined, "its survivor is gone");
+        if (p === undefined) return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        // Pointed straight at a profile that does not hold it: claimed for it by a writer that has
+        // not written it yet (or never will: its write lost). Not yet a member.
+        const id = lookupIds[i]!;
+        if (
+          p.value.profileId === e.value.profileId &&
+          !p.value.identifiers.some((x) => x.type === id.type && x.value === id.value)
+        )
+          return { claimedFor: p.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        return { profile: p, unabsorbed };
       }),
     );
     const at = (id: Ident) => live[lookupIds.findIndex((x) => x.type === id.type && x.value === id.value)];
@@ -212,10 +260,13 @@ export class Resolver {
       const seen = new Set<string>();
       const out: (Ident & { addedAtMs?: number })[] = [];
       for (const id of kept) {
-        const p = at(id)?.profile;
-        if (p === undefined || seen.has(p.value.profileId)) continue;
-        seen.add(p.value.profileId);
-        out.push(...identifiersWithTimes(p.value));
+        const l = at(id);
+        // With the profiles a stopped merge retired on the way, which this one would fold in.
+        for (const p of [l?.profile, ...(l?.unabsorbed ?? []).map((u) => u.tomb)]) {
+          if (p === undefined || seen.has(p.value.profileId)) continue;
+          seen.add(p.value.profileId);
+          out.push(...identifiersWithTimes(p.value));
+        }
       }
       return out;
     };
@@ -227,14 +278,24 @@ export class Resolver {
     // An index entry whose profile is not written yet (another attempt is mid-way, or died
     // between linking and writing): adopt its id rather than invent a competing one.
     let adopted: string | undefined;
-    let freshClaim = false;
+    /** Other writers' claims for profiles not written yet, made less than the takeover time ago. */
+    const freshClaims = new Set<string>();
     const considered = [...kept, ...lookupIds.slice(eventIds.length)];
-    const unabsorbed = new Map<string, Versioned<ProfileRecord>>();
+    const unabsorbed = new Map<string, Unabsorbed>();
     /** Claims for profiles not written (this resolution's own, or stale ones: fresh ones are waited for). */
     const pending = new Set<string>();
+    /** Claims on existing profiles this resolution takes over (its own, or stale ones). */
+    const claimsTaken = new Set<string>();
+    let waitForClaim = false;
     for (const id of considered) {
       const l = at(id);
-      for (const t of l?.unabsorbed ?? []) unabsorbed.set(t.value.profileId, t);
+      if (l?.claimedFor !== undefined) {
+        const stale = now - (l.claimedAt ?? 0) >= (this.opts.staleClaimMs ?? STALE_CLAIM_MS);
+        const own = ownLinks.has(`${id.type}:${id.value}`) || ownClaims.has(l.claimedFor);
+        if (own || stale) claimsTaken.add(l.claimedFor);
+        else waitForClaim = true;
+      }
+      for (const u of l?.unabsorbed ?? []) unabsorbed.set(u.tomb.value.profileId, u);
       if (l?.profile !== undefined) found.set(l.profile.value.profileId, l.profile);
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
@@ -243,21 +304,22 @@ export class Resolver {
           !ownClaims.has(l.pending) &&
           now - (l.claimedAt ?? 0) < (this.opts.staleClaimMs ?? STALE_CLAIM_MS)
         )
-          freshClaim = true;
+          freshClaims.add(l.pending);
       }
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
       const aliasFound = entries.slice(eventIds.length).some((e) => e !== undefined);
       if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
     }
-    if (adopted !== undefined && found.size > 0 && freshClaim) {
+    if (waitForClaim || (freshClaims.size > 0 && (found.size > 0 || pending.size > 1))) {
       // Another writer claimed one of these identifiers and is about to write its profile.
       // Going ahead now would leave that profile split off: wait for it (this attempt is
       // retried with backoff, then the message is redelivered), then merge it. A claim older
       // than STALE_CLAIM_MS is a writer that died between claiming and writing: taken over.
+      // (With nothing else found and that claim alone, this event joins it: its id is adopted.)
       // A cached entry may be one the profile's erasure removed: the retry reads the store.
       for (const id of considered) if (at(id)?.pending !== undefined) this.store.forget?.(ws, id);
-      throw new WriteConflict(`profile ${adopted} (being written)`);
+      throw new WriteConflict(`profile ${adopted ?? "claimed"} (being written)`);
     }
     for (const own of ownClaims) {
       // A profile an earlier attempt of this resolution created, whose claim another writer then
@@ -286,7 +348,6 @@ export class Resolver {
     // As stored, before this resolution changes it (the merge intent is written on it).
     const stored = losers.length > 0 ? (JSON.parse(JSON.stringify(s.value)) as ProfileRecord) : undefined;
     const record = s.value;
-    delete record.merging;
     if (appliedChange(record, event.messageId) !== undefined) {
       // A retry (or redelivery) of an event that merged: a merged-away profile whose tombstone
       // lost a race (another replica wrote to it meanwhile) is still live. Merge it again, with
@@ -306,14 +367,20 @@ export class Resolver {
     // Unless the survivor has changed since so that the two no longer fit the limits: then the
     // merge is undone (it never completed) and the resolution starts again.
     const folded: string[] = [];
-    for (const t of unabsorbed.values()) {
+    for (const { tomb: t, into } of unabsorbed.values()) {
       if (record.mergedFrom.includes(t.value.profileId)) continue;
       const both = [...identifiersWithTimes(record), ...identifiersWithTimes(t.value)];
-      if (!this.rulesFor(ws).fits(both, now)) await this.restore(t, "no longer within the limits");
+      if (!this.rulesFor(ws).fits(both, now)) await this.restore(t, into, "no longer within the limits");
       const { mergedInto: _, ...content } = t.value;
       mergeInto(record, content, { atMs: now, eventId: event.messageId });
       folded.push(t.value.profileId);
     }
+    // Retirements still in flight (named by this profile or by those merged into it), until merged.
+    const merging = [
+      ...new Set([...(record.merging ?? []), ...losers.flatMap((l) => l.value.merging ?? [])]),
+    ].filter((id) => !record.mergedFrom.includes(id));
+    if (merging.length > 0) record.merging = merging;
+    else delete record.merging;
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};
@@ -342,23 +409,38 @@ export class Resolver {
       if (this.clock() - claimedAt >= stale / 2) await this.checkClaims(ws, record);
     } else {
       // An existing profile. The event's new identifiers are claimed first (as for a new profile).
-      await this.claimNew(ws, record, kept, lookupIds, entries, claimedAt);
-      // Then the merged profiles are retired, compare-and-set on what was read: a merge that lost
-      // one to another writer retries, so no profile is merged into two. Their tombstones lead
-      // here; if this writer stops before writing the survivor, the next resolution through them
-      // finds the survivor without them and folds them in (`chase`).
-      // The survivor first names the profiles it is about to retire, so that an erasure of it
-      // finds them should this writer stop before it writes the survivor.
-      let revision = s.revision;
-      if (stored !== undefined) {
-        const merging = losers.map((l) => l.value.profileId);
-        revision = await this.store.putProfile({ ...stored, merging }, revision);
+      // (Not for a redelivery: the profile holds what the event brought, and `pointIndex` links it.)
+      const claims =
+        already === undefined
+          ? await this.claimNew(ws, record, kept, lookupIds, entries, claimedAt, ownLinks)
+          : [];
+      try {
+        // Then the merged profiles are retired, compare-and-set on what was read: a merge that lost
+        // one to another writer retries, so no profile is merged into two. Their tombstones lead
+        // here; if this writer stops before writing the survivor, the next resolution through them
+        // finds the survivor without them and folds them in (`chase`).
+        // The survivor first names the profiles it is about to retire, so that an erasure of it
+        // finds them should this writer stop before it writes the survivor.
+        let revision = s.revision;
+        if (stored !== undefined) {
+          const retiring = [...new Set([...(stored.merging ?? []), ...losers.map((l) => l.value.profileId)])];
+          revision = await this.store.putProfile({ ...stored, merging: retiring }, revision);
+        }
+        for (const l of losers) {
+          await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
+        }
+        if (already === undefined || losers.length > 0 || folded.length > 0)
+          await this.store.putProfile(record, revision);
+      } catch (e) {
+        // The profile was not written: the claims are released (aged, compare-and-set), so that
+        // others do not wait for a write that is not coming; the retry may take them again.
+        await Promise.all(
+          claims.map(({ id, revision: rev }) =>
+            this.store.link(ws, id, { profileId: record.profileId, claimedAt: 0 }, rev).catch(() => 0),
+          ),
+        );
+        throw e;
       }
-      for (const l of losers) {
-        await this.store.putProfile(tombstone(l.value, record.profileId, now), l.revision);
-      }
-      if (already === undefined || losers.length > 0 || folded.length > 0)
-        await this.store.putProfile(record, revision);
       // Last, identifiers that lead to a merged profile are pointed here (they reach it through
       // the tombstones meanwhile). One that leads to another live profile is left to it.
       const mine = new Set([
@@ -367,6 +449,7 @@ export class Resolver {
         ...losers.map((l) => l.value.profileId),
         ...pending,
         ...ownClaims,
+        ...claimsTaken,
       ]);
       await this.pointIndex(ws, record, lookupIds, entries, claimedAt, mine, dropped);
     }
@@ -409,15 +492,21 @@ export class Resolver {
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
     claimedAt: number,
-  ): Promise<void> {
+    ownLinks: Set<string>,
+  ): Promise<{ id: Ident; revision: number }[]> {
+    const made: { id: Ident; revision: number }[] = [];
     await Promise.all(
       kept.map(async (id) => {
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         if (i < 0 || entries[i] !== undefined) return;
         const target = { profileId: p.profileId, claimedAt };
-        entries[i] = { value: target, revision: await this.store.link(ws, id, target, 0) };
+        const revision = await this.store.link(ws, id, target, 0);
+        entries[i] = { value: target, revision };
+        ownLinks.add(`${id.type}:${id.value}`);
+        made.push({ id, revision });
       }),
     );
+    return made;
   }
 
   /**

@@ -553,7 +553,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const { profile: found, unabsorbed } = await reader.findForErasure(ws, id);
+          const { profile: found, retired } = await reader.findForErasure(ws, id);
           if (found === undefined)
             throw new GrpcError(
               grpc.status.NOT_FOUND,
@@ -562,14 +562,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
-            // Retired into it by a merge that stopped before writing it: erased with it (found on
-            // the way from the identifier named, or by the intent the merge wrote on it).
-            const retired = [...unabsorbed];
-            for (const id of p.merging ?? []) {
-              if (p.mergedFrom.includes(id) || retired.some((t) => t.profileId === id)) continue;
-              const t = await store.getProfile(ws, id);
-              if (t?.value.mergedInto === p.profileId) retired.push(t.value);
-            }
+            // Retired into it by a merge that stopped before writing it: erased with it.
             for (const t of retired) await erase(ws, t, req.suppress);
             await erase(ws, p, req.suppress);
             return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
