@@ -196,6 +196,50 @@ describe("identity", () => {
     expect(fromBinary(EventSchema, dlq.data).messageId).toBe(bad.messageId);
   });
 
+  it("looks up a batch: each identifier answered in order, a bad one with its error and the rest all the same", async () => {
+    const e = event({
+      userId: "user-batch",
+      type: EventType.IDENTIFY,
+      traits: { email: "batch@example.org" },
+    });
+    await send(e);
+    const change = await waitFor(async () => (await changes()).find((c) => c.eventId === e.messageId));
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const identifiers = [
+        { type: "user_id", value: "user-batch" },
+        { type: "email", value: " Batch@Example.org " },
+        { type: "user_id", value: "nobody-batch" },
+        { type: "shoe_size", value: "9" },
+        { type: "email", value: "" },
+      ];
+      const { results } = await client.batchGetProfiles({ workspace: "ws", identifiers });
+      expect(results.map((r) => [r.identifier?.value, r.found, r.profile?.profileId])).toEqual([
+        ["user-batch", true, change.profileId],
+        [" Batch@Example.org ", true, change.profileId],
+        ["nobody-batch", false, undefined],
+        ["9", false, undefined],
+        ["", false, undefined],
+      ]);
+      expect(results[2]?.error).toBe("");
+      expect(results[3]?.error).toMatch(/identifier\.type must be one of profile_id, user_id/);
+      expect(results[4]?.error).toMatch(/identifier with a type and a value is required/);
+
+      // A version the caller knows of is read past the view; one per identifier, or none.
+      const fresh = await client.batchGetProfiles({
+        workspace: "ws",
+        identifiers: identifiers.slice(0, 2),
+        minVersions: [change.version, 0n],
+      });
+      expect(fresh.results.map((r) => r.profile?.version)).toEqual([change.version, change.version]);
+      await expect(
+        client.batchGetProfiles({ workspace: "ws", identifiers, minVersions: [1n] }),
+      ).rejects.toThrow(/min_versions has 1 entries for 5 identifiers/);
+    } finally {
+      client.close();
+    }
+  });
+
   it("deletes a profile by any identifier and publishes the deletion", async () => {
     const e = event({ userId: "user-del", type: EventType.IDENTIFY, traits: { email: "del@example.org" } });
     await send(e);

@@ -452,19 +452,27 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       },
     });
 
+    /**
+     * A lookup from the view, which may lag the store by milliseconds: a caller that knows of a
+     * newer version (`minVersion`) than the view holds gets it from the store.
+     */
+    const lookUp = async (ws: string, id: Parameters<Resolver["find"]>[1], minVersion: bigint) => {
+      const found = await lookups.find(ws, id);
+      if (
+        lookups !== reader &&
+        minVersion > 0n &&
+        (found === undefined || BigInt(found.value.version) < minVersion)
+      )
+        return reader.find(ws, id);
+      return found;
+    };
+
     const grpcServer = await runtime.serveGrpc(cfg.GRPC_HOST, cfg.GRPC_PORT, [
       implement(ProfileService, {
         getProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          let found = await lookups.find(ws, id);
-          // The view may lag the store by milliseconds; a caller that knows of a newer version gets it.
-          if (
-            lookups !== reader &&
-            req.minVersion > 0n &&
-            (found === undefined || BigInt(found.value.version) < req.minVersion)
-          )
-            found = await reader.find(ws, id);
+          const found = await lookUp(ws, id, req.minVersion);
           if (found === undefined) {
             throw new GrpcError(
               grpc.status.NOT_FOUND,
@@ -481,9 +489,23 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
               `at most 1000 identifiers per call, got ${req.identifiers.length}`,
             );
           }
+          if (req.minVersions.length > 0 && req.minVersions.length !== req.identifiers.length) {
+            throw new GrpcError(
+              grpc.status.INVALID_ARGUMENT,
+              `min_versions has ${req.minVersions.length} entries for ${req.identifiers.length} identifiers: give none, or one per identifier`,
+            );
+          }
           const results = await Promise.all(
-            req.identifiers.map(async (raw) => {
-              const found = await lookups.find(ws, requestedIdentifier(rulesFor(ws), raw));
+            req.identifiers.map(async (raw, i) => {
+              let id: ReturnType<typeof requestedIdentifier>;
+              try {
+                id = requestedIdentifier(rulesFor(ws), raw);
+              } catch (e) {
+                // One bad identifier is answered as such; the rest of the batch is not lost with it.
+                if (e instanceof GrpcError) return { identifier: raw, found: false, error: e.message };
+                throw e;
+              }
+              const found = await lookUp(ws, id, req.minVersions[i] ?? 0n);
               return found === undefined
                 ? { identifier: raw, found: false }
                 : { identifier: raw, found: true, profile: toProfile(found.value, rulesFor(ws), clock()) };

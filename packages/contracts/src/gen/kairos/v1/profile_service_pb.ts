@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
 export const file_kairos_v1_profile_service: GenFile =
   /*@__PURE__*/
   fileDesc(
-    "Ch9rYWlyb3MvdjEvcHJvZmlsZV9zZXJ2aWNlLnByb3RvEglrYWlyb3MudjEiZgoRR2V0UHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllchITCgttaW5fdmVyc2lvbhgDIAEoBCI5ChJHZXRQcm9maWxlUmVzcG9uc2USIwoHcHJvZmlsZRgBIAEoCzISLmthaXJvcy52MS5Qcm9maWxlIlgKF0JhdGNoR2V0UHJvZmlsZXNSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIqCgtpZGVudGlmaWVycxgCIAMoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyIkUKGEJhdGNoR2V0UHJvZmlsZXNSZXNwb25zZRIpCgdyZXN1bHRzGAEgAygLMhgua2Fpcm9zLnYxLlByb2ZpbGVMb29rdXAibgoNUHJvZmlsZUxvb2t1cBIpCgppZGVudGlmaWVyGAEgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISDQoFZm91bmQYAiABKAgSIwoHcHJvZmlsZRgDIAEoCzISLmthaXJvcy52MS5Qcm9maWxlImYKFERlbGV0ZVByb2ZpbGVSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXISEAoIc3VwcHJlc3MYAyABKAgiSAoVRGVsZXRlUHJvZmlsZVJlc3BvbnNlEhIKCnByb2ZpbGVfaWQYASABKAkSGwoTaWRlbnRpZmllcnNfcmVtb3ZlZBgCIAEoDSJVChVVbm1lcmdlUHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllciJkChZVbm1lcmdlUHJvZmlsZVJlc3BvbnNlEiQKCHN1cnZpdm9yGAEgASgLMhIua2Fpcm9zLnYxLlByb2ZpbGUSJAoIcmVzdG9yZWQYAiABKAsyEi5rYWlyb3MudjEuUHJvZmlsZTLjAgoOUHJvZmlsZVNlcnZpY2USSQoKR2V0UHJvZmlsZRIcLmthaXJvcy52MS5HZXRQcm9maWxlUmVxdWVzdBodLmthaXJvcy52MS5HZXRQcm9maWxlUmVzcG9uc2USWwoQQmF0Y2hHZXRQcm9maWxlcxIiLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVxdWVzdBojLmthaXJvcy52MS5CYXRjaEdldFByb2ZpbGVzUmVzcG9uc2USUgoNRGVsZXRlUHJvZmlsZRIfLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVxdWVzdBogLmthaXJvcy52MS5EZWxldGVQcm9maWxlUmVzcG9uc2USVQoOVW5tZXJnZVByb2ZpbGUSIC5rYWlyb3MudjEuVW5tZXJnZVByb2ZpbGVSZXF1ZXN0GiEua2Fpcm9zLnYxLlVubWVyZ2VQcm9maWxlUmVzcG9uc2ViBnByb3RvMw",
+    "Ch9rYWlyb3MvdjEvcHJvZmlsZV9zZXJ2aWNlLnByb3RvEglrYWlyb3MudjEiZgoRR2V0UHJvZmlsZVJlcXVlc3QSEQoJd29ya3NwYWNlGAEgASgJEikKCmlkZW50aWZpZXIYAiABKAsyFS5rYWlyb3MudjEuSWRlbnRpZmllchITCgttaW5fdmVyc2lvbhgDIAEoBCI5ChJHZXRQcm9maWxlUmVzcG9uc2USIwoHcHJvZmlsZRgBIAEoCzISLmthaXJvcy52MS5Qcm9maWxlIm4KF0JhdGNoR2V0UHJvZmlsZXNSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIqCgtpZGVudGlmaWVycxgCIAMoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyEhQKDG1pbl92ZXJzaW9ucxgDIAMoBCJFChhCYXRjaEdldFByb2ZpbGVzUmVzcG9uc2USKQoHcmVzdWx0cxgBIAMoCzIYLmthaXJvcy52MS5Qcm9maWxlTG9va3VwIn0KDVByb2ZpbGVMb29rdXASKQoKaWRlbnRpZmllchgBIAEoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyEg0KBWZvdW5kGAIgASgIEiMKB3Byb2ZpbGUYAyABKAsyEi5rYWlyb3MudjEuUHJvZmlsZRINCgVlcnJvchgEIAEoCSJmChREZWxldGVQcm9maWxlUmVxdWVzdBIRCgl3b3Jrc3BhY2UYASABKAkSKQoKaWRlbnRpZmllchgCIAEoCzIVLmthaXJvcy52MS5JZGVudGlmaWVyEhAKCHN1cHByZXNzGAMgASgIIkgKFURlbGV0ZVByb2ZpbGVSZXNwb25zZRISCgpwcm9maWxlX2lkGAEgASgJEhsKE2lkZW50aWZpZXJzX3JlbW92ZWQYAiABKA0iVQoVVW5tZXJnZVByb2ZpbGVSZXF1ZXN0EhEKCXdvcmtzcGFjZRgBIAEoCRIpCgppZGVudGlmaWVyGAIgASgLMhUua2Fpcm9zLnYxLklkZW50aWZpZXIiZAoWVW5tZXJnZVByb2ZpbGVSZXNwb25zZRIkCghzdXJ2aXZvchgBIAEoCzISLmthaXJvcy52MS5Qcm9maWxlEiQKCHJlc3RvcmVkGAIgASgLMhIua2Fpcm9zLnYxLlByb2ZpbGUy4wIKDlByb2ZpbGVTZXJ2aWNlEkkKCkdldFByb2ZpbGUSHC5rYWlyb3MudjEuR2V0UHJvZmlsZVJlcXVlc3QaHS5rYWlyb3MudjEuR2V0UHJvZmlsZVJlc3BvbnNlElsKEEJhdGNoR2V0UHJvZmlsZXMSIi5rYWlyb3MudjEuQmF0Y2hHZXRQcm9maWxlc1JlcXVlc3QaIy5rYWlyb3MudjEuQmF0Y2hHZXRQcm9maWxlc1Jlc3BvbnNlElIKDURlbGV0ZVByb2ZpbGUSHy5rYWlyb3MudjEuRGVsZXRlUHJvZmlsZVJlcXVlc3QaIC5rYWlyb3MudjEuRGVsZXRlUHJvZmlsZVJlc3BvbnNlElUKDlVubWVyZ2VQcm9maWxlEiAua2Fpcm9zLnYxLlVubWVyZ2VQcm9maWxlUmVxdWVzdBohLmthaXJvcy52MS5Vbm1lcmdlUHJvZmlsZVJlc3BvbnNlYgZwcm90bzM",
     [file_kairos_v1_profile],
   );
 
@@ -73,7 +73,7 @@ export const GetProfileResponseSchema: GenMessage<GetProfileResponse> =
   messageDesc(file_kairos_v1_profile_service, 1);
 
 /**
- * BatchGetProfilesRequest looks up many identifiers at once.
+ * BatchGetProfilesRequest looks up many identifiers at once (at most 1,000).
  *
  * @generated from message kairos.v1.BatchGetProfilesRequest
  */
@@ -87,6 +87,14 @@ export type BatchGetProfilesRequest = Message<"kairos.v1.BatchGetProfilesRequest
    * @generated from field: repeated kairos.v1.Identifier identifiers = 2;
    */
   identifiers: Identifier[];
+
+  /**
+   * Empty, or one per identifier, in order: at least this version of the profile it resolves
+   * to, as in GetProfileRequest.min_version. 0: whatever is current.
+   *
+   * @generated from field: repeated uint64 min_versions = 3;
+   */
+  minVersions: bigint[];
 };
 
 /**
@@ -138,6 +146,14 @@ export type ProfileLookup = Message<"kairos.v1.ProfileLookup"> & {
    * @generated from field: kairos.v1.Profile profile = 3;
    */
   profile?: Profile | undefined;
+
+  /**
+   * Set when this identifier could not be looked up (an unknown type, an empty value); the
+   * other identifiers of the batch are answered all the same.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
 };
 
 /**
