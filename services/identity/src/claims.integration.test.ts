@@ -13,7 +13,7 @@ import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
-import { profileIdFor, type ProfileRecord } from "./profile-record.js";
+import { profileIdFor, tombstone, type ProfileRecord } from "./profile-record.js";
 import { compileRules } from "./identity-rules.js";
 import { computedValues } from "./computed.js";
 import { computedTraitSchema } from "@kairos/mesh-config";
@@ -269,5 +269,34 @@ describe("a merge stopped part-way", () => {
     expect(grace?.value.traits.name).toBe("Grace");
     for (const p of [ada, grace])
       expect(p?.value.identifiers.filter((i) => i.type === "user_id")).toHaveLength(1);
+  });
+
+  // A merge that retired a profile and stopped is finished by whichever event comes through the
+  // retired profile next, even one already applied (a redelivery): its change is re-published as
+  // it was, and the merge is a new version of the survivor, published on its own.
+  it("a redelivery that finishes a stopped merge reports it as a new version", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ anonymousId: "anon-r", traits: { plan: "basic" } }));
+    const signup = event({ userId: "user-r", traits: { city: "Paris" } });
+    const first = await resolver.resolve(signup);
+    if (first.kind === "suppressed") throw new Error("suppressed");
+    const survivor = (await resolver.find("ws", { type: "anonymous_id", value: "anon-r" }))!;
+    // A merge of the user's profile into the anonymous one retired it, then stopped.
+    const user = (await store.getProfile("ws", first.profile.profileId))!;
+    await store.putProfile(tombstone(user.value, survivor.value.profileId, Date.now()), user.revision);
+
+    const again = await resolver.resolve(signup);
+    if (again.kind === "suppressed") throw new Error("suppressed");
+    expect(again.kind).toBe("duplicate");
+    expect(again.changeId).toEqual(first.changeId);
+    expect(again.merged).toEqual([user.value.profileId]);
+    expect(again.mergedAs).toEqual({
+      profileId: survivor.value.profileId,
+      version: survivor.value.version + 1,
+    });
+    const after = (await resolver.find("ws", { type: "user_id", value: "user-r" }))!.value;
+    expect(after.version).toBe(survivor.value.version + 1);
+    expect(after.traits).toMatchObject({ plan: "basic", city: "Paris" });
   });
 });

@@ -45,6 +45,12 @@ export type Resolution =
       changedTraits: JsonObject;
       /** Profiles merged into the survivor by this event. */
       merged: string[];
+      /**
+       * Set when a redelivered event (`duplicate`) merged profiles all the same (it finished a
+       * merge that stopped): the survivor's new version, a change of its own to publish after
+       * the event's change is re-published.
+       */
+      mergedAs?: { profileId: string; version: number };
     }
   | { kind: "suppressed"; profileIds: string[] };
 
@@ -384,6 +390,11 @@ export class Resolver {
 
     const already = appliedChange(record, event.messageId);
     let changedTraits: JsonObject = {};
+    const mergedNow = losers.length > 0 || folded.length > 0;
+    if (already !== undefined && mergedNow) {
+      record.version += 1;
+      record.updatedAtMs = now;
+    }
     if (already === undefined) {
       changedTraits = applyEvent(record, event, ids, now);
       const computed = this.rulesFor(ws).computed;
@@ -461,6 +472,9 @@ export class Resolver {
       changedTraits,
       // Downstream joins what it keeps under these ids to the survivor (consent, memberships).
       merged: [...losers.map((l) => l.value.profileId), ...folded],
+      ...(already !== undefined && mergedNow
+        ? { mergedAs: { profileId: record.profileId, version: record.version } }
+        : {}),
     };
   }
 

@@ -447,6 +447,9 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           // A redelivered event re-publishes its change with the same id: stored once,
           // and not lost when the process died between the write and the publish.
           await publishChange(e, r);
+          // A redelivery that finished a stopped merge: the merge is a change of its own.
+          if (r.mergedAs !== undefined)
+            await publishChange(e, { ...r, changeId: r.mergedAs, changedTraits: {} });
           await scheduleWindow(r.profile, r.merged);
         });
       },
