@@ -366,6 +366,33 @@ describe("deletion after a merge stopped before writing its survivor", () => {
   );
 });
 
+describe("a deletion stopped part-way", () => {
+  it("is finished by asking again: the identifier asked by went last, so it still leads there", async () => {
+    const e = event({ userId: "user-stop", type: EventType.IDENTIFY, traits: { email: "stop@example.org" } });
+    await send(e);
+    const change = await waitFor(async () => (await changes()).find((c) => c.eventId === e.messageId));
+    // What a deletion asked by the user id leaves when it stops after erasing the profile.
+    const store = await KvProfileStore.open(nc);
+    await store.unlink("ws", { type: "email", value: "stop@example.org" });
+    await store.deleteProfile("ws", change.profileId);
+
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const res = await client.deleteProfile({
+        workspace: "ws",
+        identifier: { type: "user_id", value: "user-stop" },
+        suppress: true,
+      });
+      expect(res).toMatchObject({ profileId: change.profileId, identifiersRemoved: 1 });
+      expect((await store.lookup("ws", { type: "user_id", value: "user-stop" }))?.value).toEqual({
+        suppressed: true,
+      });
+    } finally {
+      client.close();
+    }
+  });
+});
+
 describe("unmerge", () => {
   it("splits a merge back apart by identifier: each profile gets its identifiers and traits back, and later events follow", async () => {
     const shared = event({

@@ -185,15 +185,16 @@ export class Resolver {
   async findForErasure(
     workspace: string,
     id: Ident | { type: "profile_id"; value: string },
-  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[] }> {
+  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[]; target?: string }> {
     let start = id.value;
     if (id.type !== "profile_id") {
-      const target = await this.store.lookup(workspace, id);
-      if (target === undefined || !("profileId" in target.value)) return { retired: [] };
-      start = target.value.profileId;
+      const entry = await this.store.lookup(workspace, id);
+      if (entry === undefined || !("profileId" in entry.value)) return { retired: [] };
+      start = entry.value.profileId;
     }
     const { profile, unabsorbed } = await this.chase(workspace, start);
-    if (profile === undefined) return { retired: [] };
+    // `target`: the profile id the identifier points at, when no profile is there any more.
+    if (profile === undefined) return { retired: [], target: start };
     const p = profile.value;
     const retired = unabsorbed.map((u) => u.tomb.value);
     const chain = new Set([p.profileId, ...p.mergedFrom]);

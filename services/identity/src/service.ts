@@ -386,23 +386,22 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
      * Erases one profile (GDPR): its identifiers (or marks them suppressed), the tombstones of the
      * profiles merged into it, itself and its timer, and publishes the deletion.
      */
-    const erase = async (ws: string, p: ProfileRecord, suppress: boolean): Promise<void> => {
-      // Through the resolve path's cache, so this replica forgets the profile at once.
-      for (const i of p.identifiers) {
-        if (suppress)
-          await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
-        else await cached.unlink(ws, i);
-      }
+    const erase = async (ws: string, p: ProfileRecord, suppress: boolean, last?: Ident): Promise<void> => {
       // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
-      // erased with it, first, so a retry after a crash still finds the survivor and its list.
+      // erased first. Then its identifiers, but the one the deletion was asked by (`last`): until
+      // that one goes, a retry after a crash still finds the profile and finishes. The deletion is
+      // published before the profile goes, and a retry publishes it again under the same id.
       const chain = new Set([p.profileId, ...p.mergedFrom]);
       for (const id of p.mergedFrom) {
         const t = await store.getProfile(ws, id);
         if (t?.value.mergedInto !== undefined && chain.has(t.value.mergedInto))
           await cached.deleteProfile(ws, id);
       }
-      await cached.deleteProfile(ws, p.profileId);
-      await windowTimers.cancel(windowKey(ws, p.profileId));
+      // Through the resolve path's cache, so this replica forgets the profile at once.
+      for (const i of p.identifiers) {
+        if (last !== undefined && i.type === last.type && i.value === last.value) continue;
+        await forget(ws, i, suppress);
+      }
       const version = p.version + 1;
       await runtime.publisher.publishMessage(
         subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),
@@ -419,6 +418,14 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         }),
         { msgID: `${ws}:${p.profileId}:${version}` },
       );
+      await windowTimers.cancel(windowKey(ws, p.profileId));
+      await cached.deleteProfile(ws, p.profileId);
+    };
+    /** Removes an identifier's index entry, or with `suppress` marks it so later events are dropped. */
+    const forget = async (ws: string, i: Ident, suppress: boolean): Promise<void> => {
+      if (suppress)
+        await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
+      else await cached.unlink(ws, i);
     };
 
     await runtime.consume(consumers.identity, {
@@ -578,18 +585,28 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const { profile: found, retired } = await reader.findForErasure(ws, id);
-          if (found === undefined)
+          const { profile: found, retired, target } = await reader.findForErasure(ws, id);
+          const named = id.type === "profile_id" ? undefined : id;
+          if (found === undefined) {
+            // Its profile is gone but the identifier still points there: a deletion that stopped
+            // after erasing the profile. It is finished.
+            if (named !== undefined && target !== undefined) {
+              await forget(ws, named, req.suppress);
+              return { profileId: target, identifiersRemoved: 1 };
+            }
             throw new GrpcError(
               grpc.status.NOT_FOUND,
               `no profile for ${id.type} ${JSON.stringify(id.value)}`,
             );
+          }
           const p = found.value;
           const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
           return lock.run(lockKey, async () => {
             // Retired into it by a merge that stopped before writing it: erased with it.
-            for (const t of retired) await erase(ws, t, req.suppress);
-            await erase(ws, p, req.suppress);
+            for (const t of retired) await erase(ws, t, req.suppress, named);
+            await erase(ws, p, req.suppress, named);
+            // The identifier asked by goes last (see `erase`).
+            if (named !== undefined) await forget(ws, named, req.suppress);
             return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
           });
         },
