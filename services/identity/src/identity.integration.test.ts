@@ -367,29 +367,34 @@ describe("deletion after a merge stopped before writing its survivor", () => {
 });
 
 describe("a deletion stopped part-way", () => {
-  it("is finished by asking again: the identifier asked by went last, so it still leads there", async () => {
+  it("is finished by asking again: the identifier asked by still names the profile being erased", async () => {
     const e = event({ userId: "user-stop", type: EventType.IDENTIFY, traits: { email: "stop@example.org" } });
     await send(e);
     const change = await waitFor(async () => (await changes()).find((c) => c.eventId === e.messageId));
-    // What a deletion asked by the user id leaves when it stops after erasing the profile.
+    // What a deletion with suppression asked by the user id leaves when it stops after its first
+    // step: the user id suppressed, naming the profile; the profile and the email untouched.
     const store = await KvProfileStore.open(nc);
-    await store.unlink("ws", { type: "email", value: "stop@example.org" });
-    await store.deleteProfile("ws", change.profileId);
+    const userId = { type: "user_id", value: "user-stop" };
+    await store.link(
+      "ws",
+      userId,
+      { suppressed: true, erasing: change.profileId },
+      (await store.lookup("ws", userId))!.revision,
+    );
 
     const client = createGrpcClient(ProfileService, svc.grpcAddress);
     try {
-      const res = await client.deleteProfile({
-        workspace: "ws",
-        identifier: { type: "user_id", value: "user-stop" },
-        suppress: true,
-      });
-      expect(res).toMatchObject({ profileId: change.profileId, identifiersRemoved: 1 });
-      expect((await store.lookup("ws", { type: "user_id", value: "user-stop" }))?.value).toEqual({
-        suppressed: true,
-      });
+      const res = await client.deleteProfile({ workspace: "ws", identifier: userId, suppress: true });
+      expect(res).toMatchObject({ profileId: change.profileId, identifiersRemoved: 2 });
+      await waitFor(async () => (await changes()).some((c) => c.deleted && c.profileId === change.profileId));
     } finally {
       client.close();
     }
+    expect(await store.getProfile("ws", change.profileId)).toBeUndefined();
+    expect((await store.lookup("ws", userId))?.value).toEqual({ suppressed: true });
+    expect((await store.lookup("ws", { type: "email", value: "stop@example.org" }))?.value).toEqual({
+      suppressed: true,
+    });
   });
 });
 

@@ -180,21 +180,24 @@ export class Resolver {
   /**
    * For a deletion: the live profile an identifier points at, and the retired profiles it does not
    * hold yet (a merge stopped before writing it), found on the way from the identifier or named in
-   * its `merging`: to be erased with it.
+   * its `merging`, or left on the way to a profile already erased (a deletion that stopped): to be
+   * erased with it. A suppressed identifier still names the profile a stopped deletion was erasing.
    */
   async findForErasure(
     workspace: string,
     id: Ident | { type: "profile_id"; value: string },
-  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[]; target?: string }> {
+  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[] }> {
     let start = id.value;
     if (id.type !== "profile_id") {
       const entry = await this.store.lookup(workspace, id);
-      if (entry === undefined || !("profileId" in entry.value)) return { retired: [] };
-      start = entry.value.profileId;
+      if (entry === undefined) return { retired: [] };
+      if ("suppressed" in entry.value) {
+        if (entry.value.erasing === undefined) return { retired: [] };
+        start = entry.value.erasing;
+      } else start = entry.value.profileId;
     }
-    const { profile, unabsorbed } = await this.chase(workspace, start);
-    // `target`: the profile id the identifier points at, when no profile is there any more.
-    if (profile === undefined) return { retired: [], target: start };
+    const { profile, unabsorbed, dead } = await this.chase(workspace, start);
+    if (profile === undefined) return { retired: dead.map((t) => t.value) };
     const p = profile.value;
     const retired = unabsorbed.map((u) => u.tomb.value);
     const chain = new Set([p.profileId, ...p.mergedFrom]);

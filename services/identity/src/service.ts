@@ -312,7 +312,12 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       registers: [runtime.metrics.registry],
     });
     /** A change of the profile's state that no event caused (a window slid, an unmerge). */
-    const publishState = async (p: ProfileRecord, atMs: number, unmergedFrom = "") => {
+    const publishState = async (
+      p: ProfileRecord,
+      atMs: number,
+      unmergedFrom = "",
+      mergedFrom: readonly string[] = [],
+    ) => {
       const profile = toProfile(p, rulesFor(p.workspace), clock());
       await runtime.publisher.publishMessage(
         subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
@@ -326,6 +331,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           eventReceivedAt: timestampFromMs(atMs),
           traceparent: currentTraceparent(),
           unmergedFrom,
+          mergedFrom: [...mergedFrom],
         }),
         { msgID: `${p.workspace}:${p.profileId}:${p.version}` },
       );
@@ -454,9 +460,9 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           // A redelivered event re-publishes its change with the same id: stored once,
           // and not lost when the process died between the write and the publish.
           await publishChange(e, r);
-          // A redelivery that finished a stopped merge: the merge is a change of its own.
-          if (r.mergedAs !== undefined)
-            await publishChange(e, { ...r, changeId: r.mergedAs, changedTraits: {} });
+          // A redelivery that finished a stopped merge: the merge is a change of its own, without
+          // the event (already published; downstream would act on it again under the survivor).
+          if (r.mergedAs !== undefined) await publishState(r.profile, clock(), "", r.merged);
           await scheduleWindow(r.profile, r.merged);
         });
       },
@@ -585,29 +591,29 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const { profile: found, retired, target } = await reader.findForErasure(ws, id);
+          const { profile: found, retired } = await reader.findForErasure(ws, id);
           const named = id.type === "profile_id" ? undefined : id;
-          if (found === undefined) {
-            // Its profile is gone but the identifier still points there: a deletion that stopped
-            // after erasing the profile. It is finished.
-            if (named !== undefined && target !== undefined) {
-              await forget(ws, named, req.suppress);
-              return { profileId: target, identifiersRemoved: 1 };
-            }
+          const first = found?.value ?? retired[0];
+          if (first === undefined)
             throw new GrpcError(
               grpc.status.NOT_FOUND,
               `no profile for ${id.type} ${JSON.stringify(id.value)}`,
             );
-          }
-          const p = found.value;
-          const lockKey = `${ws}|${p.identifiers.find((i) => i.type === "user_id")?.value ?? p.identifiers[0]?.value ?? p.profileId}`;
+          const lockKey = `${ws}|${first.identifiers.find((i) => i.type === "user_id")?.value ?? first.identifiers[0]?.value ?? first.profileId}`;
           return lock.run(lockKey, async () => {
-            // Retired into it by a merge that stopped before writing it: erased with it.
+            // With suppression, the identifier asked by is suppressed at once (later events are
+            // dropped from now on), naming the profile so that a retry after a crash resumes.
+            if (req.suppress && named !== undefined) {
+              const target = { suppressed: true as const, erasing: first.profileId };
+              await cached.link(ws, named, target, (await store.lookup(ws, named))?.revision ?? 0);
+            }
+            // The profile, then what a stopped merge retired into it: a retry after a crash in
+            // between finds those on the way to the erased profile.
+            if (found !== undefined) await erase(ws, found.value, req.suppress, named);
             for (const t of retired) await erase(ws, t, req.suppress, named);
-            await erase(ws, p, req.suppress, named);
             // The identifier asked by goes last (see `erase`).
             if (named !== undefined) await forget(ws, named, req.suppress);
-            return { profileId: p.profileId, identifiersRemoved: p.identifiers.length };
+            return { profileId: first.profileId, identifiersRemoved: first.identifiers.length };
           });
         },
       }),

@@ -25,7 +25,9 @@ export class WriteConflict extends Error {
 /** What an index entry points at. */
 export type IndexTarget =
   /** `claimedAt`: when the identifier was pointed here, in ms (a claim whose profile is not written yet ages). */
-  { profileId: string; claimedAt?: number } | { suppressed: true };
+  | { profileId: string; claimedAt?: number }
+  /** `erasing`: the profile a deletion with suppression is erasing (a retry after a crash resumes it). */
+  | { suppressed: true; erasing?: string };
 
 export interface ProfileStore {
   getProfile(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined>;
