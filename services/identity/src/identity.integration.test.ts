@@ -16,7 +16,7 @@ import { NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startIdentity, type IdentityHandle } from "./service.js";
 import { Resolver } from "./resolver.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
-import type { ProfileRecord } from "./profile-record.js";
+import { tombstone, type ProfileRecord } from "./profile-record.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -395,6 +395,36 @@ describe("a deletion stopped part-way", () => {
     expect((await store.lookup("ws", { type: "email", value: "stop@example.org" }))?.value).toEqual({
       suppressed: true,
     });
+  });
+});
+
+describe("a redelivery that finishes a stopped merge", () => {
+  it("publishes the merge as a change of the survivor without the event, which was published already", async () => {
+    const anon = event({ anonymousId: "anon-fin", type: EventType.IDENTIFY, traits: { plan: "basic" } });
+    const signup = event({ userId: "user-fin", type: EventType.IDENTIFY, traits: { city: "Paris" } });
+    // Applied by another replica (this one holds neither in its cache)...
+    const store = await KvProfileStore.open(nc);
+    const other = new Resolver(store);
+    const a = await other.resolve(anon);
+    const u = await other.resolve(signup);
+    if (a.kind === "suppressed" || u.kind === "suppressed") throw new Error("suppressed");
+    // ...whose merge of the user's profile into the anonymous one retired it, then stopped.
+    const user = (await store.getProfile("ws", u.profile.profileId))!;
+    await store.putProfile(tombstone(user.value, a.profile.profileId, Date.now()), user.revision);
+
+    // The signup is delivered again (as after a lost ack).
+    await send(signup, `ws:${signup.messageId}:again`);
+    const merge = await waitFor(async () =>
+      (await changes()).find(
+        (c) =>
+          c.profileId === a.profile.profileId &&
+          c.eventId === "" &&
+          c.mergedFrom.includes(u.profile.profileId),
+      ),
+    );
+    expect(merge.version).toBe(BigInt(a.profile.version + 1));
+    expect(merge.profile?.traits).toMatchObject({ plan: "basic", city: "Paris" });
+    expect((await changes()).filter((c) => c.eventId === signup.messageId)).toHaveLength(1);
   });
 });
 
