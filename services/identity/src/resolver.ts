@@ -93,9 +93,11 @@ export class Resolver {
     const ownClaims = new Set<string>();
     // Identifiers this resolution claimed for an existing profile in an attempt that then failed.
     const ownLinks = new Set<string>();
+    // Profiles an attempt of this resolution wrote the event onto (before a later step failed).
+    const writtenTo = new Set<string>();
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.attempt(event, ids, attempt, ownClaims, ownLinks);
+        return await this.attempt(event, ids, attempt, ownClaims, ownLinks, writtenTo);
       } catch (e) {
         if (!(e instanceof WriteConflict) || attempt >= MAX_ATTEMPTS) throw e;
         this.conflicts++;
@@ -226,6 +228,7 @@ export class Resolver {
     attemptNo: number,
     ownClaims: Set<string>,
     ownLinks: Set<string>,
+    writtenTo: Set<string>,
   ): Promise<Resolution> {
     const ids = [...eventIds];
     const ws = event.workspace;
@@ -331,7 +334,20 @@ export class Resolver {
       for (const id of considered) if (at(id)?.pending !== undefined) this.store.forget?.(ws, id);
       throw new WriteConflict(`profile ${adopted ?? "claimed"} (being written)`);
     }
-    for (const own of ownClaims) {
+    let stays = false;
+    for (const w of writtenTo) {
+      // An earlier attempt wrote the event onto this profile, then a later step failed: the event
+      // stays there, whatever its identifiers lead to now (another writer may have moved one, or
+      // the limits now drop the one that led there). It is not applied a second time elsewhere.
+      const p = await this.live(ws, w);
+      if (p === undefined || appliedChange(p.value, event.messageId) === undefined) continue;
+      found.clear();
+      found.set(p.value.profileId, p);
+      unabsorbed.clear();
+      stays = true;
+      break;
+    }
+    for (const own of stays ? [] : ownClaims) {
       // A profile an earlier attempt of this resolution created, whose claim another writer then
       // took over (`checkClaims`): it holds this event, and its identifiers may lead elsewhere now.
       // It joins what they lead to, when it holds nothing but identifiers this event still keeps.
@@ -446,6 +462,7 @@ export class Resolver {
         }
         if (already === undefined || losers.length > 0 || folded.length > 0)
           await this.store.putProfile(record, revision);
+        if (already === undefined) writtenTo.add(record.profileId);
       } catch (e) {
         // The profile was not written: the claims are released (aged, compare-and-set), so that
         // others do not wait for a write that is not coming; the retry may take them again.
