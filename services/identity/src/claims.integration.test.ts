@@ -12,8 +12,9 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
+import { beforeWrites } from "./test-stores.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
-import { profileIdFor, tombstone, type ProfileRecord } from "./profile-record.js";
+import { profileIdFor, tombstone } from "./profile-record.js";
 import { compileRules } from "./identity-rules.js";
 import { computedValues } from "./computed.js";
 import { computedTraitSchema } from "@kairos/mesh-config";
@@ -47,14 +48,12 @@ function holding(store: ProfileStore): { store: ProfileStore; held: Promise<void
   const gate = new Promise<void>((r) => (release = r));
   let reached!: () => void;
   const held = new Promise<void>((r) => (reached = r));
-  const wrapped: ProfileStore = Object.create(store) as ProfileStore;
-  wrapped.putProfile = async (p: ProfileRecord, revision: number) => {
-    if (revision === 0) {
+  const wrapped = beforeWrites(store, async (w) => {
+    if (w.op === "put" && w.revision === 0) {
       reached();
       await gate;
     }
-    return store.putProfile(p, revision);
-  };
+  });
   return { store: wrapped, held, release };
 }
 
@@ -128,18 +127,9 @@ describe("a merge stopped part-way", () => {
 
       // The login merges the two; its writer stops after `stopAfter` of its writes.
       let writes = 0;
-      const stopping: ProfileStore = Object.create(store) as ProfileStore;
-      const stop = () => {
+      const stopping = beforeWrites(store, () => {
         if (++writes > stopAfter) throw new Error(`stopped after ${stopAfter} writes`);
-      };
-      stopping.putProfile = async (p: ProfileRecord, revision: number) => {
-        stop();
-        return store.putProfile(p, revision);
-      };
-      stopping.link = async (...args: Parameters<ProfileStore["link"]>) => {
-        stop();
-        return store.link(...args);
-      };
+      });
       const login = event({ userId: user, anonymousId: anon, traits: { first_name: "Ada" } });
       const stopped = await new Resolver(stopping).resolve(login).then(
         () => false,
@@ -195,19 +185,13 @@ describe("a merge stopped part-way", () => {
     const gate = new Promise<void>((r) => (release = r));
     let reached!: () => void;
     const held = new Promise<void>((r) => (reached = r));
-    const holding: ProfileStore = Object.create(store) as ProfileStore;
     let first = true;
-    const hold = async () => {
+    const holding = beforeWrites(store, async () => {
       if (!first) return;
       first = false;
       reached();
       await gate;
-    };
-    holding.putProfile = async (p: ProfileRecord, revision: number) => (
-      await hold(),
-      store.putProfile(p, revision)
-    );
-    holding.link = async (...args: Parameters<ProfileStore["link"]>) => (await hold(), store.link(...args));
+    });
     const slow = new Resolver(holding, Date.now, () => rules).resolve(
       event({ userId: "user-t", anonymousId: "anon-l", timestamp: step(3) }),
     );
@@ -245,17 +229,14 @@ describe("a merge stopped part-way", () => {
     let both!: () => void;
     const together = new Promise<void>((r) => (both = r));
     const racing = (): ProfileStore => {
-      const s: ProfileStore = Object.create(store) as ProfileStore;
       let first = true;
-      s.putProfile = async (p: ProfileRecord, revision: number) => {
-        if (first && p.profileId === device && p.mergedInto === undefined) {
+      return beforeWrites(store, async (w) => {
+        if (first && w.op === "put" && w.profile.profileId === device && w.profile.mergedInto === undefined) {
           first = false;
           if (++waiting === 2) both();
           await together;
         }
-        return store.putProfile(p, revision);
-      };
-      return s;
+      });
     };
     await Promise.all([
       new Resolver(racing()).resolve(event({ userId: "user-k1", anonymousId: "anon-k" })),

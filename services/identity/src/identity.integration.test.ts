@@ -15,8 +15,9 @@ import { createGrpcClient, loadConfig, subjects } from "@kairos/kit";
 import { NatsServer, waitFor } from "@kairos/testkit";
 import { configSpec, startIdentity, type IdentityHandle } from "./service.js";
 import { Resolver } from "./resolver.js";
-import { KvProfileStore, type ProfileStore } from "./store.js";
-import { tombstone, type ProfileRecord } from "./profile-record.js";
+import { beforeWrites } from "./test-stores.js";
+import { KvProfileStore } from "./store.js";
+import { tombstone } from "./profile-record.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -265,16 +266,11 @@ describe("deletion after a merge stopped part-way", () => {
     // profile) and stopped before pointing the identifiers at it; the redelivery has not come yet.
     const store = await KvProfileStore.open(nc);
     const resolver = new Resolver(store);
-    const crashing: ProfileStore = Object.create(store) as ProfileStore;
     let merged = false;
-    crashing.putProfile = async (p: ProfileRecord, revision: number) => {
-      merged ||= p.mergedFrom.length > 0;
-      return store.putProfile(p, revision);
-    };
-    crashing.link = async (...args: Parameters<ProfileStore["link"]>) => {
-      if (merged) throw new Error("crashed after writing the survivor");
-      return store.link(...args);
-    };
+    const crashing = beforeWrites(store, (w) => {
+      if (w.op === "put") merged ||= w.profile.mergedFrom.length > 0;
+      else if (merged) throw new Error("crashed after writing the survivor");
+    });
     await resolver.resolve(
       event({ anonymousId: "anon-half", type: EventType.IDENTIFY, traits: { plan: "basic" } }),
     );
@@ -326,11 +322,10 @@ describe("deletion after a merge stopped before writing its survivor", () => {
       const [anon, user, email] = [`anon-ret-${via}`, `user-ret-${via}`, `ret-${via}@example.org`];
       const store = await KvProfileStore.open(nc);
       const resolver = new Resolver(store);
-      const crashing: ProfileStore = Object.create(store) as ProfileStore;
-      crashing.putProfile = async (p: ProfileRecord, revision: number) => {
-        if (p.mergedFrom.length > 0) throw new Error("crashed before writing the survivor");
-        return store.putProfile(p, revision);
-      };
+      const crashing = beforeWrites(store, (w) => {
+        if (w.op === "put" && w.profile.mergedFrom.length > 0)
+          throw new Error("crashed before writing the survivor");
+      });
       await resolver.resolve(
         event({ anonymousId: anon, type: EventType.IDENTIFY, traits: { plan: "basic" } }),
       );

@@ -67,8 +67,8 @@ export interface ProfileRecord {
   /** Set when this profile was merged into another: lookups follow it. */
   mergedInto?: string;
   /**
-   * Profiles a merge into this one is retiring, written before it retires them and cleared when
-   * it writes this profile: an erasure finds them should the merge stop in between.
+   * Profiles a merge into this one is retiring: written before it retires them, each kept until
+   * it is merged here (or brought back), so that an erasure finds them should the merge stop.
    */
   merging?: string[];
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
@@ -253,7 +253,8 @@ export function mergeInto(
   if (!recorded) (survivor.merges ??= []).push(record);
 }
 
-function sameIdent(a: Ident, b: Ident): boolean {
+/** Whether two identifiers are the same (type and value). */
+export function sameIdent(a: Ident, b: Ident): boolean {
   return a.type === b.type && a.value === b.value;
 }
 

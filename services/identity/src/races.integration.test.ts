@@ -15,7 +15,8 @@ import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { computedTraitSchema } from "@kairos/mesh-config";
 import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
-import { KvProfileStore, WriteConflict, profileBuckets, type ProfileStore } from "./store.js";
+import { beforeWrites } from "./test-stores.js";
+import { KvProfileStore, WriteConflict, profileBuckets } from "./store.js";
 import { compileRules } from "./identity-rules.js";
 import { computedValues } from "./computed.js";
 import type { ProfileRecord } from "./profile-record.js";
@@ -74,16 +75,7 @@ describe("two resolvers racing on random events", () => {
         return create(EventSchema, e);
       };
       /** The real store with a pause of up to 3 ms before each write. */
-      const slowed = (): ProfileStore => {
-        const s: ProfileStore = Object.create(store) as ProfileStore;
-        const pause = () => new Promise((r) => setTimeout(r, rnd() * 3));
-        s.putProfile = async (p: ProfileRecord, revision: number) => (
-          await pause(),
-          store.putProfile(p, revision)
-        );
-        s.link = async (...args: Parameters<ProfileStore["link"]>) => (await pause(), store.link(...args));
-        return s;
-      };
+      const slowed = () => beforeWrites(store, () => new Promise((r) => setTimeout(r, rnd() * 3)));
       const streams = [0, 1].map(() => Array.from({ length: EVENTS_PER_REPLICA }, next));
       await Promise.all(
         streams.map(async (events) => {

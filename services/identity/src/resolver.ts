@@ -11,6 +11,8 @@ import {
   eventTimeMs,
   appliedChange,
   identifiersWithTimes,
+  identKey,
+  sameIdent,
   mergeInto,
   newProfile,
   pickSurvivor,
@@ -109,13 +111,7 @@ export class Resolver {
 
   /** Follows merge tombstones to the live profile. */
   async live(workspace: string, profileId: string): Promise<Versioned<ProfileRecord> | undefined> {
-    let id = profileId;
-    for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
-      const p = await this.store.getProfile(workspace, id);
-      if (p === undefined || p.value.mergedInto === undefined) return p;
-      id = p.value.mergedInto;
-    }
-    throw new Error(`profile ${profileId}: merge chain longer than ${MAX_MERGE_HOPS}`);
+    return (await this.chase(workspace, profileId)).profile;
   }
 
   /**
@@ -165,10 +161,10 @@ export class Resolver {
   ): Promise<never> {
     if (into !== undefined) {
       const ws = into.value.workspace;
-      const now = await (this.opts.fresh ?? this.store).getProfile(ws, into.value.profileId);
-      if (now?.revision !== into.revision) throw new WriteConflict(`profile ${into.value.profileId}`);
-      const merging = (now.value.merging ?? []).filter((id) => id !== t.value.profileId);
-      const { merging: _, ...rest } = now.value;
+      const current = await (this.opts.fresh ?? this.store).getProfile(ws, into.value.profileId);
+      if (current?.revision !== into.revision) throw new WriteConflict(`profile ${into.value.profileId}`);
+      const merging = (current.value.merging ?? []).filter((id) => id !== t.value.profileId);
+      const { merging: _, ...rest } = current.value;
       await this.store.putProfile(merging.length > 0 ? { ...rest, merging } : rest, into.revision);
     }
     const { mergedInto: _, ...content } = t.value;
@@ -251,16 +247,15 @@ export class Resolver {
       entries.map(async (e, i) => {
         if (e === undefined || !("profileId" in e.value)) return {};
         const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId);
-        // Retired into a profile that is gone: the merge never completed; the profile comes back.
-        for (const t of dead) await this.restore(t, undefined, "its survivor is gone");
+        // Retired into a profile that is gone: the merge never completed; the profile comes back
+        // (one at a time: the resolution starts again after each).
+        const [gone] = dead;
+        if (gone !== undefined) await this.restore(gone, undefined, "its survivor is gone");
         if (p === undefined) return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
         // Pointed straight at a profile that does not hold it: claimed for it by a writer that has
         // not written it yet (or never will: its write lost). Not yet a member.
         const id = lookupIds[i]!;
-        if (
-          p.value.profileId === e.value.profileId &&
-          !p.value.identifiers.some((x) => x.type === id.type && x.value === id.value)
-        )
+        if (p.value.profileId === e.value.profileId && !p.value.identifiers.some((x) => sameIdent(x, id)))
           return { claimedFor: p.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
         return { profile: p, unabsorbed };
       }),
@@ -304,7 +299,7 @@ export class Resolver {
       const l = at(id);
       if (l?.claimedFor !== undefined) {
         const stale = now - (l.claimedAt ?? 0) >= (this.opts.staleClaimMs ?? STALE_CLAIM_MS);
-        const own = ownLinks.has(`${id.type}:${id.value}`) || ownClaims.has(l.claimedFor);
+        const own = ownLinks.has(identKey(id)) || ownClaims.has(l.claimedFor);
         if (own || stale) claimsTaken.add(l.claimedFor);
         else waitForClaim = true;
       }
@@ -537,7 +532,7 @@ export class Resolver {
         const target = { profileId: p.profileId, claimedAt };
         const revision = await this.store.link(ws, id, target, 0);
         entries[i] = { value: target, revision };
-        ownLinks.add(`${id.type}:${id.value}`);
+        ownLinks.add(identKey(id));
         made.push({ id, revision });
       }),
     );
@@ -562,7 +557,7 @@ export class Resolver {
     const target = { profileId: p.profileId, claimedAt };
     await Promise.all(
       p.identifiers.map(async (id) => {
-        if (dropped.some((d) => d.type === id.type && d.value === id.value)) return;
+        if (dropped.some((d) => sameIdent(d, id))) return;
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
         if (

@@ -37,7 +37,7 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
+import { mergeOf, sameIdent, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
@@ -389,8 +389,8 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     };
 
     /**
-     * Erases one profile (GDPR): its identifiers (or marks them suppressed), the tombstones of the
-     * profiles merged into it, itself and its timer, and publishes the deletion.
+     * Erases one profile (GDPR): the tombstones of the profiles merged into it, its identifiers (or
+     * marks them suppressed), its timer and itself, and publishes the deletion.
      */
     const erase = async (ws: string, p: ProfileRecord, suppress: boolean, last?: Ident): Promise<void> => {
       // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
@@ -405,7 +405,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       }
       // Through the resolve path's cache, so this replica forgets the profile at once.
       for (const i of p.identifiers) {
-        if (last !== undefined && i.type === last.type && i.value === last.value) continue;
+        if (last !== undefined && sameIdent(i, last)) continue;
         await forget(ws, i, suppress);
       }
       const version = p.version + 1;
