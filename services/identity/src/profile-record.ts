@@ -91,9 +91,13 @@ export function traitsOf(e: Event): JsonObject {
   return { ...(contextTraits ?? {}), ...own };
 }
 
-/** A new profile's id, derived from its first identifier so a retried creation yields the same id. */
-export function profileIdFor(workspace: string, first: Ident): string {
-  const h = createHash("sha256").update(`${workspace}|${first.type}|${first.value}`).digest("hex");
+/**
+ * A new profile's id, derived from its first identifier so a retried creation yields the same id
+ * (`salt`, the event's id: when that id is already another customer's profile).
+ */
+export function profileIdFor(workspace: string, first: Ident, salt?: string): string {
+  const key = `${workspace}|${first.type}|${first.value}${salt === undefined ? "" : `|${salt}`}`;
+  const h = createHash("sha256").update(key).digest("hex");
   return `prof_${h.slice(0, 24)}`;
 }
 

@@ -61,6 +61,12 @@ const MAX_ATTEMPTS = 12;
 const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
+/** An index entry this resolution wrote: the revision it left. */
+interface Claim {
+  id: Ident;
+  revision: number;
+}
+
 /** A retired profile whose survivor (`into`, as read) does not hold it yet. */
 interface Unabsorbed {
   tomb: Versioned<ProfileRecord>;
@@ -93,8 +99,9 @@ export class Resolver {
     // Profiles this resolution claimed identifiers for in an attempt that then failed: its own
     // claims must not make it wait for itself.
     const ownClaims = new Set<string>();
-    // Identifiers this resolution claimed for an existing profile in an attempt that then failed.
-    const ownLinks = new Set<string>();
+    // Identifiers this resolution claimed for an existing profile in an attempt that then failed,
+    // with the entry's revision as it left it (another writer's write since makes it not its own).
+    const ownLinks = new Map<string, number>();
     // Profiles an attempt of this resolution wrote the event onto (before a later step failed).
     const writtenTo = new Set<string>();
     for (let attempt = 1; ; attempt++) {
@@ -223,7 +230,7 @@ export class Resolver {
     eventIds: readonly Ident[],
     attemptNo: number,
     ownClaims: Set<string>,
-    ownLinks: Set<string>,
+    ownLinks: Map<string, number>,
     writtenTo: Set<string>,
   ): Promise<Resolution> {
     const ids = [...eventIds];
@@ -252,11 +259,13 @@ export class Resolver {
         const [gone] = dead;
         if (gone !== undefined) await this.restore(gone, undefined, "its survivor is gone");
         if (p === undefined) return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
-        // Pointed straight at a profile that does not hold it: claimed for it by a writer that has
-        // not written it yet (or never will: its write lost). Not yet a member.
+        // Leading to a profile that does not hold it (nor does a retired one on the way): claimed
+        // for it by a writer that has not written it yet (or never will: its write lost, perhaps
+        // to a merge that retired the profile since). Not a member.
         const id = lookupIds[i]!;
-        if (p.value.profileId === e.value.profileId && !p.value.identifiers.some((x) => sameIdent(x, id)))
-          return { claimedFor: p.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        const holds = (r: ProfileRecord) => r.identifiers.some((x) => sameIdent(x, id));
+        if (!holds(p.value) && !unabsorbed.some((u) => holds(u.tomb.value)))
+          return { claimedFor: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
         return { profile: p, unabsorbed };
       }),
     );
@@ -295,11 +304,16 @@ export class Resolver {
     /** Claims on existing profiles this resolution takes over (its own, or stale ones). */
     const claimsTaken = new Set<string>();
     let waitForClaim = false;
+    /** Whether the identifier's entry is as this resolution last wrote it (its own claim). */
+    const ownEntry = (i: number) => {
+      const linked = ownLinks.get(identKey(lookupIds[i]!));
+      return linked !== undefined && linked === entries[i]?.revision;
+    };
     for (const id of considered) {
       const l = at(id);
+      const own = ownEntry(lookupIds.findIndex((x) => sameIdent(x, id)));
       if (l?.claimedFor !== undefined) {
         const stale = now - (l.claimedAt ?? 0) >= (this.opts.staleClaimMs ?? STALE_CLAIM_MS);
-        const own = ownLinks.has(identKey(id)) || ownClaims.has(l.claimedFor);
         if (own || stale) claimsTaken.add(l.claimedFor);
         else waitForClaim = true;
       }
@@ -308,10 +322,7 @@ export class Resolver {
       else if (l?.pending !== undefined) {
         adopted ??= l.pending;
         pending.add(l.pending);
-        if (
-          !ownClaims.has(l.pending) &&
-          now - (l.claimedAt ?? 0) < (this.opts.staleClaimMs ?? STALE_CLAIM_MS)
-        )
+        if (!own && now - (l.claimedAt ?? 0) < (this.opts.staleClaimMs ?? STALE_CLAIM_MS))
           freshClaims.add(l.pending);
       }
     }
@@ -352,9 +363,22 @@ export class Resolver {
       if (p.value.identifiers.every((i) => kept.some((k) => k.type === i.type && k.value === i.value)))
         found.set(p.value.profileId, p);
     }
-    const newId = adopted ?? profileIdFor(ws, ids[0]!);
-    if (found.size === 0) {
-      // Deterministic id: a retry after a crash finds the profile it created.
+    let newId = adopted ?? profileIdFor(ws, ids[0]!);
+    if (found.size === 0 && adopted === undefined) {
+      // Deterministic id: a redelivery after a crash finds the profile it created. That id may be
+      // another customer's profile (an event of theirs adopted this identifier's claim, and then
+      // the limits kept the identifier from it): then this event's profile gets an id of its own.
+      for (const id of [newId, profileIdFor(ws, ids[0]!, event.messageId)]) {
+        newId = id;
+        const p = await this.live(ws, id);
+        if (p !== undefined && appliedChange(p.value, event.messageId) !== undefined) {
+          found.set(p.value.profileId, p);
+          break;
+        }
+        if ((await this.store.getProfile(ws, id)) === undefined) break;
+      }
+    } else if (found.size === 0) {
+      // Joining another writer's claim: the profile it is writing, should it be there by now.
       const p = await this.live(ws, newId);
       if (p !== undefined) found.set(p.value.profileId, p);
     }
@@ -423,12 +447,19 @@ export class Resolver {
     if (s.revision === 0) {
       // A new profile: its identifiers are claimed first, so that two writers starting profiles
       // for one customer meet on the claim rather than make two; then it is written.
-      // Taking over another writer's stale claim: its entries are written again, so that writer,
-      // should it only have been slow, finds them changed rather than repointing them elsewhere.
-      const takeOver = !ownClaims.has(record.profileId) && record.profileId === adopted;
+      // Entries that lead here already are written again, compare-and-set: another writer taking
+      // over the same claim meets this one there, and one whose claim was adopted, should it only
+      // have been slow, finds them changed rather than repointing them elsewhere.
+      // Should the profile not be written, the claims are released.
       ownClaims.add(record.profileId);
-      await this.pointIndex(ws, record, lookupIds, entries, claimedAt, undefined, dropped, takeOver);
-      await this.store.putProfile(record, 0);
+      const made: Claim[] = [];
+      try {
+        await this.pointIndex(ws, record, lookupIds, entries, claimedAt, undefined, dropped, made);
+        await this.store.putProfile(record, 0);
+      } catch (e) {
+        await this.release(ws, record.profileId, made, ownLinks);
+        throw e;
+      }
       // Another writer may take a claim over once it looks stale; a writer this quick gave nobody
       // the chance (half the window, for clocks that differ between replicas).
       const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
@@ -438,7 +469,10 @@ export class Resolver {
       // (Not for a redelivery: the profile holds what the event brought, and `pointIndex` links it.)
       const claims =
         already === undefined
-          ? await this.claimNew(ws, record, kept, lookupIds, entries, claimedAt, ownLinks)
+          ? await this.claim(ws, record, kept, lookupIds, entries, claimedAt, ownLinks, (i) => {
+              const l = live[i];
+              return l?.claimedFor !== undefined || l?.pending !== undefined;
+            })
           : [];
       try {
         // Then the merged profiles are retired, compare-and-set on what was read: a merge that lost
@@ -459,13 +493,8 @@ export class Resolver {
           await this.store.putProfile(record, revision);
         if (already === undefined) writtenTo.add(record.profileId);
       } catch (e) {
-        // The profile was not written: the claims are released (aged, compare-and-set), so that
-        // others do not wait for a write that is not coming; the retry may take them again.
-        await Promise.all(
-          claims.map(({ id, revision: rev }) =>
-            this.store.link(ws, id, { profileId: record.profileId, claimedAt: 0 }, rev).catch(() => 0),
-          ),
-        );
+        // The profile was not written: the claims are released.
+        await this.release(ws, record.profileId, claims, ownLinks);
         throw e;
       }
       // Last, identifiers that lead to a merged profile are pointed here (they reach it through
@@ -514,35 +543,72 @@ export class Resolver {
     );
   }
 
-  /** Claims the event's identifiers that no index entry has yet for an existing profile. */
-  private async claimNew(
+  /**
+   * Claims for an existing profile, before it is written with them, the event's identifiers that
+   * no profile holds yet: those without an index entry (created), and those whose entry is a claim
+   * this resolution takes over (`taking`: its own, or a stale one), compare-and-set on the entry as
+   * read. Two writers taking over one claim for two profiles meet here: one of them retries, so an
+   * identifier never joins two profiles.
+   */
+  private async claim(
     ws: string,
     p: ProfileRecord,
     kept: readonly Ident[],
     looked: Ident[],
     entries: (Versioned<IndexTarget> | undefined)[],
     claimedAt: number,
-    ownLinks: Set<string>,
-  ): Promise<{ id: Ident; revision: number }[]> {
-    const made: { id: Ident; revision: number }[] = [];
-    await Promise.all(
+    ownLinks: Map<string, number>,
+    taking: (i: number) => boolean,
+  ): Promise<Claim[]> {
+    const made: Claim[] = [];
+    const target = { profileId: p.profileId, claimedAt };
+    const results = await Promise.allSettled(
       kept.map(async (id) => {
-        const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
-        if (i < 0 || entries[i] !== undefined) return;
-        const target = { profileId: p.profileId, claimedAt };
-        const revision = await this.store.link(ws, id, target, 0);
+        const i = looked.findIndex((x) => sameIdent(x, id));
+        const entry = i < 0 ? undefined : entries[i];
+        if (i < 0 || (entry !== undefined && !taking(i))) return;
+        const revision = await this.store.link(ws, id, target, entry?.revision ?? 0);
         entries[i] = { value: target, revision };
-        ownLinks.add(identKey(id));
+        ownLinks.set(identKey(id), revision);
         made.push({ id, revision });
       }),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed !== undefined) {
+      await this.release(ws, p.profileId, made, ownLinks);
+      throw failed.reason;
+    }
     return made;
+  }
+
+  /**
+   * Releases claims made for a profile that was then not written (aged, compare-and-set): others
+   * need not wait for a write that is not coming, and may take them over; a retry may take them again.
+   */
+  private async release(
+    ws: string,
+    profileId: string,
+    made: readonly Claim[],
+    ownLinks: Map<string, number>,
+  ): Promise<void> {
+    await Promise.all(
+      made.map(async ({ id, revision }) => {
+        try {
+          ownLinks.set(identKey(id), await this.store.link(ws, id, { profileId, claimedAt: 0 }, revision));
+        } catch {
+          ownLinks.delete(identKey(id));
+        }
+      }),
+    );
   }
 
   /**
    * Points the profile's identifiers at it: those without an entry, and those whose entry leads to
    * a profile in `mine` (merged into it, or a claim it takes over). One that leads to another
    * profile, or is suppressed, or that the limits dropped from this event, is left as it is.
+   * `made` (a new profile, before it is written): every entry is claimed, also those that lead here
+   * already (another writer's claim, adopted, or this resolution's own released one, which another
+   * writer may be taking over meanwhile); the claims are added to `made`.
    */
   private async pointIndex(
     ws: string,
@@ -552,19 +618,19 @@ export class Resolver {
     claimedAt: number,
     mine: ReadonlySet<string> | undefined,
     dropped: readonly Ident[] = [],
-    touch = false,
+    made?: Claim[],
   ): Promise<void> {
     const target = { profileId: p.profileId, claimedAt };
-    await Promise.all(
+    const results = await Promise.allSettled(
       p.identifiers.map(async (id) => {
         if (dropped.some((d) => sameIdent(d, id))) return;
         const i = looked.findIndex((x) => x.type === id.type && x.value === id.value);
         const entry = i >= 0 ? entries[i] : await this.store.lookup(ws, id);
         if (
-          !touch &&
           entry !== undefined &&
           "profileId" in entry.value &&
-          entry.value.profileId === p.profileId
+          entry.value.profileId === p.profileId &&
+          made === undefined
         )
           return;
         if (
@@ -573,8 +639,11 @@ export class Resolver {
           !("profileId" in entry.value && mine.has(entry.value.profileId))
         )
           return;
-        await this.store.link(ws, id, target, entry?.revision ?? 0);
+        const revision = await this.store.link(ws, id, target, entry?.revision ?? 0);
+        made?.push({ id, revision });
       }),
     );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
+    if (failed !== undefined) throw failed.reason;
   }
 }
