@@ -281,3 +281,104 @@ describe("a merge stopped part-way", () => {
     expect(after.traits).toMatchObject({ plan: "basic", city: "Paris" });
   });
 });
+
+describe("the limits across writers", () => {
+  /** Both writers reach their first write, then go on together. */
+  function meeting(store: ProfileStore): () => ProfileStore {
+    let waiting = 0;
+    let both!: () => void;
+    const together = new Promise<void>((r) => (both = r));
+    return () => {
+      let first = true;
+      return beforeWrites(store, async () => {
+        if (!first) return;
+        first = false;
+        if (++waiting === 2) both();
+        await together;
+      });
+    };
+  }
+
+  // A claim released by a writer whose profile write failed is free for any writer to take.
+  // Two writers took it at once, each for its own profile, and both wrote it onto theirs: one
+  // identifier on two live profiles. Each now claims it again (compare-and-set) before writing.
+  it("gives one released claim to one writer when two take it over at once", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ anonymousId: "anon-w1", traits: { device: "phone" } }));
+    await resolver.resolve(event({ anonymousId: "anon-w2", traits: { device: "laptop" } }));
+    const phone = (await resolver.find("ws", { type: "anonymous_id", value: "anon-w1" }))!.value.profileId;
+    const user = { type: "user_id", value: "user-w" };
+    await store.link("ws", user, { profileId: phone, claimedAt: 0 }, 0);
+
+    const racing = meeting(store);
+    await Promise.all([
+      new Resolver(racing()).resolve(event({ userId: "user-w", anonymousId: "anon-w1" })),
+      new Resolver(racing()).resolve(event({ userId: "user-w", anonymousId: "anon-w2" })),
+    ]);
+
+    const p = await resolver.find("ws", user);
+    for (const value of ["anon-w1", "anon-w2"]) {
+      const q = await resolver.find("ws", { type: "anonymous_id", value });
+      expect(q?.value.profileId, value).toBe(p?.value.profileId);
+    }
+    expect(p?.value.traits).toMatchObject({ device: "laptop" });
+    expect(p?.value.identifiers.filter((i) => i.type === "user_id")).toEqual([user]);
+  });
+
+  // A claim for a profile that was merged away since leads through its tombstone to the survivor,
+  // which does not hold the identifier. It was taken for membership: the next event with it joined
+  // the survivor, whatever the limits, and the survivor ended with two user ids.
+  it("does not take a claim leading through a tombstone for membership", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ userId: "user-m2", anonymousId: "anon-m1" }));
+    await resolver.resolve(event({ anonymousId: "anon-m3", traits: { email: "m@example.org" } }));
+    const browsing = (await resolver.find("ws", { type: "anonymous_id", value: "anon-m3" }))!.value.profileId;
+    // A writer claimed user-m1 for the browsing profile, then lost its write and released the claim.
+    await store.link("ws", { type: "user_id", value: "user-m1" }, { profileId: browsing, claimedAt: 0 }, 0);
+    // user-m2 logs in on the browsing device: the browsing profile is merged into theirs (the older).
+    await resolver.resolve(event({ userId: "user-m2", anonymousId: "anon-m3" }));
+    const second = (await resolver.find("ws", { type: "user_id", value: "user-m2" }))!.value;
+    expect(second.profileId).not.toBe(browsing);
+    expect((await resolver.live("ws", browsing))?.value.profileId).toBe(second.profileId);
+
+    // user-m1 on the other user's device: not within the limits, so the device stays with user-m2.
+    await resolver.resolve(event({ userId: "user-m1", anonymousId: "anon-m1", traits: { name: "Ada" } }));
+    const first = (await resolver.find("ws", { type: "user_id", value: "user-m1" }))!.value;
+    expect(first.profileId).not.toBe(second.profileId);
+    expect(first.traits).toMatchObject({ name: "Ada" });
+    const after = (await resolver.find("ws", { type: "user_id", value: "user-m2" }))!.value;
+    expect(after.identifiers.filter((i) => i.type === "user_id")).toEqual([
+      { type: "user_id", value: "user-m2" },
+    ]);
+    expect((await resolver.find("ws", { type: "anonymous_id", value: "anon-m1" }))?.value.profileId).toBe(
+      second.profileId,
+    );
+  });
+
+  // A new profile's id comes from its first identifier, so that a redelivery finds the profile it
+  // created. Another customer's event may have taken that id: it adopted a claim the first writer
+  // left, and the limits then kept the first writer's user id from it. The event joined it anyway.
+  it("gives a new profile an id of its own when its id is another customer's profile", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    const taken = profileIdFor("ws", { type: "user_id", value: "user-d2" });
+    // A writer for user-d2 claimed the email for its new profile, then lost its write and released it.
+    await store.link("ws", { type: "email", value: "d@example.org" }, { profileId: taken, claimedAt: 0 }, 0);
+    // user-d1's event with that email adopts the claim: its profile gets user-d2's id.
+    await resolver.resolve(event({ userId: "user-d1", traits: { email: "d@example.org", name: "Ada" } }));
+    expect((await resolver.find("ws", { type: "user_id", value: "user-d1" }))?.value.profileId).toBe(taken);
+
+    const login = event({ userId: "user-d2", traits: { name: "Grace" } });
+    await resolver.resolve(login);
+    const d1 = (await resolver.find("ws", { type: "user_id", value: "user-d1" }))!.value;
+    const d2 = (await resolver.find("ws", { type: "user_id", value: "user-d2" }))!.value;
+    expect(d2.profileId).not.toBe(d1.profileId);
+    expect(d1.identifiers.filter((i) => i.type === "user_id")).toHaveLength(1);
+    expect([d1.traits.name, d2.traits.name]).toEqual(["Ada", "Grace"]);
+    // A redelivery finds the profile the event created.
+    const again = await resolver.resolve(login);
+    expect(again.kind === "duplicate" && again.profile.profileId).toBe(d2.profileId);
+  });
+});
