@@ -71,6 +71,12 @@ export interface ProfileRecord {
    * it is merged here (or brought back), so that an erasure finds them should the merge stop.
    */
   merging?: string[];
+  /**
+   * Set (when, in ms) by a deletion before it erases anything, compare-and-set as a new version:
+   * a write that read the profile before fails, and the resolver waits rather than write to it.
+   * The deletion is published under this version.
+   */
+  erasing?: number;
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
   merges?: MergeRecord[];
 }

@@ -191,7 +191,7 @@ export class Resolver {
   async findForErasure(
     workspace: string,
     id: Ident | { type: "profile_id"; value: string },
-  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: ProfileRecord[] }> {
+  ): Promise<{ profile?: Versioned<ProfileRecord>; retired: Versioned<ProfileRecord>[] }> {
     let start = id.value;
     if (id.type !== "profile_id") {
       const entry = await this.store.lookup(workspace, id);
@@ -202,14 +202,14 @@ export class Resolver {
       } else start = entry.value.profileId;
     }
     const { profile, unabsorbed, dead } = await this.chase(workspace, start);
-    if (profile === undefined) return { retired: dead.map((t) => t.value) };
+    if (profile === undefined) return { retired: dead };
     const p = profile.value;
-    const retired = unabsorbed.map((u) => u.tomb.value);
+    const retired = unabsorbed.map((u) => u.tomb);
     const chain = new Set([p.profileId, ...p.mergedFrom]);
     for (const t of p.merging ?? []) {
-      if (p.mergedFrom.includes(t) || retired.some((r) => r.profileId === t)) continue;
+      if (p.mergedFrom.includes(t) || retired.some((r) => r.value.profileId === t)) continue;
       const r = await this.store.getProfile(workspace, t);
-      if (r?.value.mergedInto !== undefined && chain.has(r.value.mergedInto)) retired.push(r.value);
+      if (r?.value.mergedInto !== undefined && chain.has(r.value.mergedInto)) retired.push(r);
     }
     return { profile, retired };
   }
@@ -254,6 +254,9 @@ export class Resolver {
       entries.map(async (e, i) => {
         if (e === undefined || !("profileId" in e.value)) return {};
         const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId);
+        // A deletion is erasing it (or the profile it was retired into): waited for.
+        if ([p, ...unabsorbed.map((u) => u.tomb), ...dead].some((x) => x?.value.erasing !== undefined))
+          throw new WriteConflict(`profile ${e.value.profileId} (being erased)`);
         // Retired into a profile that is gone: the merge never completed; the profile comes back
         // (one at a time: the resolution starts again after each).
         const [gone] = dead;
@@ -383,6 +386,8 @@ export class Resolver {
       if (p !== undefined) found.set(p.value.profileId, p);
     }
 
+    const erasing = [...found.values()].find((p) => p.value.erasing !== undefined);
+    if (erasing !== undefined) throw new WriteConflict(`profile ${erasing.value.profileId} (being erased)`);
     let survivor: Versioned<ProfileRecord> | undefined;
     for (const p of found.values()) {
       survivor =

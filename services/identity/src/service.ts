@@ -37,11 +37,12 @@ import {
   subjects,
   type ConfigOf,
 } from "@kairos/kit";
-import { mergeOf, sameIdent, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
+import { mergeOf, splitOff, type Ident, type ProfileRecord } from "./profile-record.js";
 import { compileRules, type CompiledRules } from "./identity-rules.js";
 import { computedValues, nextWindowChange, slideWindows } from "./computed.js";
 import { followMeshConfig, loadMeshConfig, type MeshConfig } from "@kairos/mesh-config";
 import { Resolver, Unresolvable } from "./resolver.js";
+import { Erasure, NoProfile } from "./erasure.js";
 import { CachingProfileStore, KvProfileStore, WriteConflict, type ProfileStore } from "./store.js";
 import { MongoProfileStore } from "./mongo-store.js";
 import { ProfileReadView } from "./view.js";
@@ -347,8 +348,13 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         const rules = rulesFor(ws).computed;
         for (let attempt = 0; ; attempt++) {
           const got = await cached.getProfile(ws, profileId);
-          if (got === undefined || got.value.mergedInto !== undefined || got.value.computed === undefined) {
-            return undefined; // deleted or merged away since: the survivor has its own timer
+          if (
+            got === undefined ||
+            got.value.mergedInto !== undefined ||
+            got.value.erasing !== undefined ||
+            got.value.computed === undefined
+          ) {
+            return undefined; // deleted, being erased or merged away since: the survivor has its own timer
           }
           const p = structuredClone(got.value);
           const now = clock();
@@ -388,51 +394,31 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         });
     };
 
-    /**
-     * Erases one profile (GDPR): the tombstones of the profiles merged into it, its identifiers (or
-     * marks them suppressed), its timer and itself, and publishes the deletion.
-     */
-    const erase = async (ws: string, p: ProfileRecord, suppress: boolean, last?: Ident): Promise<void> => {
-      // The profiles merged into it are kept as tombstones holding what they had (for unmerge):
-      // erased first. Then its identifiers, but the one the deletion was asked by (`last`): until
-      // that one goes, a retry after a crash still finds the profile and finishes. The deletion is
-      // published before the profile goes, and a retry publishes it again under the same id.
-      const chain = new Set([p.profileId, ...p.mergedFrom]);
-      for (const id of p.mergedFrom) {
-        const t = await store.getProfile(ws, id);
-        if (t?.value.mergedInto !== undefined && chain.has(t.value.mergedInto))
-          await cached.deleteProfile(ws, id);
-      }
-      // Through the resolve path's cache, so this replica forgets the profile at once.
-      for (const i of p.identifiers) {
-        if (last !== undefined && sameIdent(i, last)) continue;
-        await forget(ws, i, suppress);
-      }
-      const version = p.version + 1;
-      await runtime.publisher.publishMessage(
-        subjects.profiles(ws, partitionOf(p.profileId, cfg.PARTITIONS)),
-        ProfileChangedSchema,
-        create(ProfileChangedSchema, {
-          workspace: ws,
-          profileId: p.profileId,
-          version: BigInt(version),
-          deleted: true,
-          // Downstream erases what it keeps under these ids too.
-          mergedFrom: p.mergedFrom,
-          eventReceivedAt: timestampFromMs(clock()),
-          traceparent: currentTraceparent(),
-        }),
-        { msgID: `${ws}:${p.profileId}:${version}` },
-      );
-      await windowTimers.cancel(windowKey(ws, p.profileId));
-      await cached.deleteProfile(ws, p.profileId);
-    };
-    /** Removes an identifier's index entry, or with `suppress` marks it so later events are dropped. */
-    const forget = async (ws: string, i: Ident, suppress: boolean): Promise<void> => {
-      if (suppress)
-        await cached.link(ws, i, { suppressed: true }, (await store.lookup(ws, i))?.revision ?? 0);
-      else await cached.unlink(ws, i);
-    };
+    const erasure = new Erasure({
+      store,
+      writes: cached,
+      reader,
+      clock,
+      publishDeletion: async (p, version) => {
+        await runtime.publisher.publishMessage(
+          subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
+          ProfileChangedSchema,
+          create(ProfileChangedSchema, {
+            workspace: p.workspace,
+            profileId: p.profileId,
+            version: BigInt(version),
+            deleted: true,
+            // Downstream erases what it keeps under these ids too.
+            mergedFrom: p.mergedFrom,
+            eventReceivedAt: timestampFromMs(clock()),
+            traceparent: currentTraceparent(),
+          }),
+          { msgID: `${p.workspace}:${p.profileId}:${version}` },
+        );
+      },
+      dropState: (ws, profileId) => windowTimers.cancel(windowKey(ws, profileId)),
+      exclusive: (key, fn) => lock.run(key, fn),
+    });
 
     await runtime.consume(consumers.identity, {
       stage: "resolve",
@@ -552,6 +538,12 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
                 grpc.status.FAILED_PRECONDITION,
                 `merged profile ${merge.profileId} is gone`,
               );
+            const erasing = [found.value, merged.value].find((p) => p.erasing !== undefined);
+            if (erasing !== undefined)
+              throw new GrpcError(
+                grpc.status.FAILED_PRECONDITION,
+                `profile ${erasing.profileId} is being erased`,
+              );
             const now = clock();
             const { survivor, restored } = splitOff(found.value, merged.value, now);
             try {
@@ -591,30 +583,12 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         deleteProfile: async (req) => {
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
-          const { profile: found, retired } = await reader.findForErasure(ws, id);
-          const named = id.type === "profile_id" ? undefined : id;
-          const first = found?.value ?? retired[0];
-          if (first === undefined)
-            throw new GrpcError(
-              grpc.status.NOT_FOUND,
-              `no profile for ${id.type} ${JSON.stringify(id.value)}`,
-            );
-          const lockKey = `${ws}|${first.identifiers.find((i) => i.type === "user_id")?.value ?? first.identifiers[0]?.value ?? first.profileId}`;
-          return lock.run(lockKey, async () => {
-            // With suppression, the identifier asked by is suppressed at once (later events are
-            // dropped from now on), naming the profile so that a retry after a crash resumes.
-            if (req.suppress && named !== undefined) {
-              const target = { suppressed: true as const, erasing: first.profileId };
-              await cached.link(ws, named, target, (await store.lookup(ws, named))?.revision ?? 0);
-            }
-            // The profile, then what a stopped merge retired into it: a retry after a crash in
-            // between finds those on the way to the erased profile.
-            if (found !== undefined) await erase(ws, found.value, req.suppress, named);
-            for (const t of retired) await erase(ws, t, req.suppress, named);
-            // The identifier asked by goes last (see `erase`).
-            if (named !== undefined) await forget(ws, named, req.suppress);
-            return { profileId: first.profileId, identifiersRemoved: first.identifiers.length };
-          });
+          try {
+            return await erasure.erase(ws, id, req.suppress);
+          } catch (e) {
+            if (e instanceof NoProfile) throw new GrpcError(grpc.status.NOT_FOUND, e.message);
+            throw e;
+          }
         },
       }),
     ]);

@@ -5,12 +5,14 @@
 import type { Ident, ProfileRecord } from "./profile-record.js";
 import type { IndexTarget, ProfileStore } from "./store.js";
 
-/** A write about to be made: a profile (`put`) or an index entry (`link`). */
+/** A write about to be made: a profile (`put`, `delete`) or an index entry (`link`, `unlink`). */
 export type StoreWriteStep =
   | { op: "put"; profile: ProfileRecord; revision: number }
-  | { op: "link"; id: Ident; target: IndexTarget; revision: number };
+  | { op: "link"; id: Ident; target: IndexTarget; revision: number }
+  | { op: "delete"; profileId: string }
+  | { op: "unlink"; id: Ident };
 
-/** The store, with `before` awaited ahead of each profile write and index link. */
+/** The store, with `before` awaited ahead of each write. */
 export function beforeWrites(
   store: ProfileStore,
   before: (step: StoreWriteStep) => void | Promise<void>,
@@ -23,6 +25,14 @@ export function beforeWrites(
   wrapped.link = async (workspace, id, target, revision) => {
     await before({ op: "link", id, target, revision });
     return store.link(workspace, id, target, revision);
+  };
+  wrapped.deleteProfile = async (workspace, profileId) => {
+    await before({ op: "delete", profileId });
+    return store.deleteProfile(workspace, profileId);
+  };
+  wrapped.unlink = async (workspace, id) => {
+    await before({ op: "unlink", id });
+    return store.unlink(workspace, id);
   };
   return wrapped;
 }
