@@ -498,6 +498,15 @@ describe("unmerge", () => {
       await waitFor(async () => (await get("anonymous_id", "anon-split"))?.traits?.device === "phone");
       expect((await get("user_id", "user-split"))?.traits?.device).toBeUndefined();
 
+      // The login redelivered (a replay): applied already, its merge split apart since; not made again.
+      await send(login, `ws:${login.messageId}:replayed`);
+      await waitFor(async () => {
+        const info = await jsm.consumers.info("EVENTS", "identity");
+        return info.num_pending === 0 && info.num_ack_pending === 0;
+      });
+      expect((await get("anonymous_id", "anon-split"))?.profileId).toBe(mergedAway);
+      expect((await get("user_id", "user-split"))?.mergedFrom).toEqual([]);
+
       // The restored profile's change says where it came from, so consumers start it afresh.
       const restoredChange = (await changes()).find(
         (c) => c.profileId === mergedAway && c.unmergedFrom !== "",

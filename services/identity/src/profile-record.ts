@@ -77,6 +77,8 @@ export interface ProfileRecord {
    * The deletion is published under this version.
    */
   erasing?: number;
+  /** Merges split back apart by an unmerge: a redelivery of the event that made one does not make it again. */
+  unmerged?: { profileId: string; eventId: string }[];
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
   merges?: MergeRecord[];
 }
@@ -312,6 +314,7 @@ export function splitOff(
   const gone = new Set([merged.profileId, ...merged.mergedFrom]);
   s.mergedFrom = s.mergedFrom.filter((id) => !gone.has(id));
   s.merges = (s.merges ?? []).filter((x) => x !== m && !gone.has(x.profileId));
+  if (m.eventId !== "") s.unmerged = [...(s.unmerged ?? []), { profileId: m.profileId, eventId: m.eventId }];
   s.version += 1;
   s.updatedAtMs = nowMs;
   const restored = structuredClone(merged);

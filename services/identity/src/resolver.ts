@@ -356,6 +356,11 @@ export class Resolver {
       stays = true;
       break;
     }
+    for (const p of [...found.values()]) {
+      // A redelivery of an event whose merge an unmerge split back apart since: not made again.
+      if (appliedChange(p.value, event.messageId) === undefined) continue;
+      for (const u of p.value.unmerged ?? []) if (u.eventId === event.messageId) found.delete(u.profileId);
+    }
     for (const own of stays ? [] : ownClaims) {
       // A profile an earlier attempt of this resolution created, whose claim another writer then
       // took over (`checkClaims`): it holds this event, and its identifiers may lead elsewhere now.
@@ -398,16 +403,6 @@ export class Resolver {
     // As stored, before this resolution changes it (the merge intent is written on it).
     const stored = losers.length > 0 ? (JSON.parse(JSON.stringify(s.value)) as ProfileRecord) : undefined;
     const record = s.value;
-    if (appliedChange(record, event.messageId) !== undefined) {
-      // A retry (or redelivery) of an event that merged: a merged-away profile whose tombstone
-      // lost a race (another replica wrote to it meanwhile) is still live. Merge it again, with
-      // what was written to it since, or that write would be lost.
-      for (const id of record.mergedFrom) {
-        if (found.has(id)) continue;
-        const p = await this.store.getProfile(ws, id);
-        if (p !== undefined && p.value.mergedInto === undefined) losers.push(p);
-      }
-    }
     for (const l of losers) {
       // Why: the event's identifiers that led to the merged profile.
       const linkedBy = considered.filter((id) => at(id)?.profile?.value.profileId === l.value.profileId);
