@@ -199,5 +199,12 @@ describe("splitOff (unmerge)", () => {
     expect(split.restored.traits).toEqual({ plan: "free", device: "tablet", city: "Leeds" });
     expect(split.restored.version).toBe(tablet.version + 1);
     expect(() => splitOff(split.survivor, tablet, 6000)).toThrow(/not merged into p-owner/);
+    // The split is remembered (a redelivered login does not merge again), also once the owner's
+    // profile is itself merged away.
+    expect(split.survivor.unmerged).toEqual([{ profileId: "p-tablet", eventId: "login" }]);
+    const later = newProfile("ws", "p-later", 500);
+    mergeInto(later, split.survivor, { atMs: 7000, eventId: "other" });
+    mergeInto(later, split.survivor, { atMs: 7000, eventId: "other" });
+    expect(later.unmerged).toEqual([{ profileId: "p-tablet", eventId: "login" }]);
   });
 });

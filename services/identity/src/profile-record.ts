@@ -260,6 +260,11 @@ export function mergeInto(
       });
     }
   }
+  // Splits made on the loser stay made: a redelivery reaching them through the survivor too.
+  for (const u of loser.unmerged ?? []) {
+    const known = survivor.unmerged?.some((x) => x.profileId === u.profileId && x.eventId === u.eventId);
+    if (known !== true) (survivor.unmerged ??= []).push(u);
+  }
   if (survivor.applied.length > APPLIED_MEMORY)
     survivor.applied.splice(0, survivor.applied.length - APPLIED_MEMORY);
   if (!recorded) (survivor.merges ??= []).push(record);
