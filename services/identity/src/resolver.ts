@@ -131,6 +131,8 @@ export class Resolver {
   private async chase(
     workspace: string,
     profileId: string,
+    read: (ws: string, id: string) => Promise<Versioned<ProfileRecord> | undefined> = (ws, id) =>
+      this.store.getProfile(ws, id),
   ): Promise<{
     profile?: Versioned<ProfileRecord>;
     unabsorbed: Unabsorbed[];
@@ -139,11 +141,13 @@ export class Resolver {
     const passed: Versioned<ProfileRecord>[] = [];
     let id = profileId;
     for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
-      const p = await this.store.getProfile(workspace, id);
+      const p = await read(workspace, id);
       if (p === undefined) return { unabsorbed: [], dead: passed };
       if (p.value.mergedInto === undefined) {
         const held = new Set(p.value.mergedFrom);
         const unabsorbed = passed
+          // Nor by a later tombstone on the way, which brings it along (two stopped merges in a row).
+          .filter((t, i) => !passed.slice(i + 1).some((u) => u.value.mergedFrom.includes(t.value.profileId)))
           .filter((t) => !held.has(t.value.profileId))
           .map((tomb) => ({ tomb, into: p }));
         return { profile: p, unabsorbed, dead: [] };
@@ -167,8 +171,9 @@ export class Resolver {
     why: string,
   ): Promise<never> {
     if (into !== undefined) {
-      const ws = into.value.workspace;
-      const current = await (this.opts.fresh ?? this.store).getProfile(ws, into.value.profileId);
+      // Read again (the copy read may have been changed by this attempt), and compare-and-set at
+      // the revision read: a stale cached copy fails the write and is dropped from the cache.
+      const current = await this.store.getProfile(into.value.workspace, into.value.profileId);
       if (current?.revision !== into.revision) throw new WriteConflict(`profile ${into.value.profileId}`);
       const merging = (current.value.merging ?? []).filter((id) => id !== t.value.profileId);
       const { merging: _, ...rest } = current.value;
@@ -250,10 +255,17 @@ export class Resolver {
 
     // The live profile (or the claimed-but-unwritten profile id) behind each looked-up identifier,
     // and retired profiles on the way that it does not hold yet (a merge stopped part-way).
+    // Each profile is read once: the limits are checked on the revision the writes compare-and-set.
+    const reads = new Map<string, Promise<Versioned<ProfileRecord> | undefined>>();
+    const readOnce = (w: string, id: string) => {
+      let r = reads.get(id);
+      if (r === undefined) reads.set(id, (r = this.store.getProfile(w, id)));
+      return r;
+    };
     const live = await Promise.all(
       entries.map(async (e, i) => {
         if (e === undefined || !("profileId" in e.value)) return {};
-        const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId);
+        const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId, readOnce);
         // A deletion is erasing it (or the profile it was retired into): waited for.
         if ([p, ...unabsorbed.map((u) => u.tomb), ...dead].some((x) => x?.value.erasing !== undefined))
           throw new WriteConflict(`profile ${e.value.profileId} (being erased)`);
@@ -267,8 +279,24 @@ export class Resolver {
         // to a merge that retired the profile since). Not a member.
         const id = lookupIds[i]!;
         const holds = (r: ProfileRecord) => r.identifiers.some((x) => sameIdent(x, id));
-        if (!holds(p.value) && !unabsorbed.some((u) => holds(u.tomb.value)))
+        if (!holds(p.value) && !unabsorbed.some((u) => holds(u.tomb.value))) {
+          // Not written back, so no compare-and-set would catch a stale cached copy: the
+          // profile is read from the store itself; if the cache was behind, it starts again.
+          const fresh = this.opts.fresh;
+          if (fresh !== undefined && fresh !== this.store) {
+            const f = await this.chase(ws, e.value.profileId, (w, x) => fresh.getProfile(w, x));
+            if (f.profile?.revision !== p.revision || f.unabsorbed.length !== unabsorbed.length) {
+              for (const x of [
+                e.value.profileId,
+                p.value.profileId,
+                ...unabsorbed.map((u) => u.tomb.value.profileId),
+              ])
+                this.store.forgetProfile?.(ws, x);
+              throw new WriteConflict(`profile ${p.value.profileId} (cached copy behind)`);
+            }
+          }
           return { claimedFor: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        }
         return { profile: p, unabsorbed };
       }),
     );
@@ -300,7 +328,12 @@ export class Resolver {
     let adopted: string | undefined;
     /** Other writers' claims for profiles not written yet, made less than the takeover time ago. */
     const freshClaims = new Set<string>();
-    const considered = [...kept, ...lookupIds.slice(eventIds.length)];
+    // An alias's previous id joins what it leads to only within the limits too.
+    const aliasIds = lookupIds.slice(eventIds.length);
+    const aliasFits =
+      aliasIds.length === 0 || this.rulesFor(ws).fits([...existing([...kept, ...aliasIds]), ...kept], now);
+    if (!aliasFits && attemptNo === 1) this.onDropped(event, aliasIds);
+    const considered = aliasFits ? [...kept, ...aliasIds] : [...kept];
     const unabsorbed = new Map<string, Unabsorbed>();
     /** Claims for profiles not written (this resolution's own, or stale ones: fresh ones are waited for). */
     const pending = new Set<string>();
@@ -330,8 +363,9 @@ export class Resolver {
       }
     }
     if (event.type === EventType.ALIAS && event.previousId !== "") {
-      const aliasFound = entries.slice(eventIds.length).some((e) => e !== undefined);
-      if (!aliasFound) ids.push({ type: "anonymous_id", value: event.previousId });
+      // Found: it leads to a profile that holds it (an entry that is only a claim does not count).
+      const aliasFound = live.slice(eventIds.length).some((l) => l.profile !== undefined);
+      if (!aliasFound && aliasFits) ids.push({ type: "anonymous_id", value: event.previousId });
     }
     if (waitForClaim || (freshClaims.size > 0 && (found.size > 0 || pending.size > 1))) {
       // Another writer claimed one of these identifiers and is about to write its profile.
@@ -386,9 +420,13 @@ export class Resolver {
         if ((await this.store.getProfile(ws, id)) === undefined) break;
       }
     } else if (found.size === 0) {
-      // Joining another writer's claim: the profile it is writing, should it be there by now.
+      // Joining another writer's claim: should its profile be there by now, the limits have not
+      // seen it: the resolution starts again and finds it through the index.
       const p = await this.live(ws, newId);
-      if (p !== undefined) found.set(p.value.profileId, p);
+      if (p !== undefined) {
+        for (const id of considered) this.store.forget?.(ws, id);
+        throw new WriteConflict(`profile ${newId} (written meanwhile)`);
+      }
     }
 
     const erasing = [...found.values()].find((p) => p.value.erasing !== undefined);
@@ -469,7 +507,7 @@ export class Resolver {
       // (Not for a redelivery: the profile holds what the event brought, and `pointIndex` links it.)
       const claims =
         already === undefined
-          ? await this.claim(ws, record, kept, lookupIds, entries, claimedAt, ownLinks, (i) => {
+          ? await this.claim(ws, record, ids, lookupIds, entries, claimedAt, ownLinks, (i) => {
               const l = live[i];
               return l?.claimedFor !== undefined || l?.pending !== undefined;
             })

@@ -42,6 +42,8 @@ export interface ProfileStore {
   ping(): Promise<boolean>;
   /** Forgets what a cache in front of the store holds for the identifier (no-op without one). */
   forget?(workspace: string, id: Ident): void;
+  /** Forgets what a cache in front of the store holds for the profile (no-op without one). */
+  forgetProfile?(workspace: string, profileId: string): void;
 }
 
 const enc = new TextEncoder();
@@ -171,7 +173,9 @@ class Bounded<V> {
  * process wrote last is read back without a round trip. Safe beside other
  * replicas because every write is compare-and-set on the cached revision: a
  * stale entry makes the write fail, the entry is dropped, and the resolver
- * retries from the store. Absent keys are never cached.
+ * retries from the store. A decision taken from a cached profile that is not
+ * then written (an identifier it does not hold is a claim to take over) is
+ * checked against the store first. Absent keys are never cached.
  */
 export class CachingProfileStore implements ProfileStore {
   /** Profiles as their JSON text: each read is a fresh copy for the caller to change (the store's own form). */
@@ -241,6 +245,10 @@ export class CachingProfileStore implements ProfileStore {
 
   forget(workspace: string, id: Ident): void {
     this.index.delete(indexKey(workspace, id));
+  }
+
+  forgetProfile(workspace: string, profileId: string): void {
+    this.profiles.delete(`${workspace}.${profileId}`);
   }
 
   ping(): Promise<boolean> {
