@@ -1,7 +1,8 @@
 /**
- * Two resolvers on one real KV store, each resolving its own stream of random events for the
- * same few customers (shared devices, emails, two users), with a random pause before every
- * write so that their reads and writes interleave differently on every run. Whatever the
+ * Two resolvers on one real KV store, each reading through its own cache (which the other's
+ * writes make stale), each resolving its own stream of random events for the same few customers
+ * (shared devices, emails, two users, aliases), with a random pause before every read and write
+ * so that they interleave differently on every run. Whatever the
  * interleaving: every event is counted once on a live profile; every identifier a live profile
  * holds leads to it, and to no other; and no profile holds two user ids (the default limit),
  * though each replica checks the limits against what it read, and the other may be writing.
@@ -15,8 +16,8 @@ import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { computedTraitSchema } from "@kairos/mesh-config";
 import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
-import { beforeWrites } from "./test-stores.js";
-import { KvProfileStore, WriteConflict, profileBuckets } from "./store.js";
+import { beforeReads, beforeWrites } from "./test-stores.js";
+import { CachingProfileStore, KvProfileStore, WriteConflict, profileBuckets } from "./store.js";
 import { compileRules } from "./identity-rules.js";
 import { computedValues } from "./computed.js";
 import type { ProfileRecord } from "./profile-record.js";
@@ -70,16 +71,27 @@ describe("two resolvers racing on random events", () => {
           receivedAt: timestampFromMs(Date.now()),
           anonymousId: pick(["a1", "a2", "a3"]),
         };
+        if (rnd() < 0.15) {
+          // A login linking an earlier id (a device, the other user, or one never seen).
+          e.type = EventType.ALIAS;
+          e.userId = pick(["u1", "u2"]);
+          e.previousId = pick(["a1", "a2", "a3", "u1", "u2", `p${n}`]);
+          return create(EventSchema, e);
+        }
         if (rnd() < 0.5) e.userId = pick(["u1", "u2"]);
         if (rnd() < 0.3) e.traits = { email: pick(["e1@example.org", "e2@example.org"]) };
         return create(EventSchema, e);
       };
-      /** The real store with a pause of up to 3 ms before each write. */
-      const slowed = () => beforeWrites(store, () => new Promise((r) => setTimeout(r, rnd() * 3)));
+      /** The real store with a pause of up to 3 ms before each write, and some reads. */
+      const pause = () => new Promise<void>((r) => setTimeout(r, rnd() * 3));
+      const slowed = () => beforeReads(beforeWrites(store, pause), () => (rnd() < 0.3 ? pause() : undefined));
       const streams = [0, 1].map(() => Array.from({ length: EVENTS_PER_REPLICA }, next));
       await Promise.all(
         streams.map(async (events) => {
-          const resolver = new Resolver(slowed(), Date.now, () => rules, undefined, { staleClaimMs: 50 });
+          const resolver = new Resolver(new CachingProfileStore(slowed()), Date.now, () => rules, undefined, {
+            fresh: store,
+            staleClaimMs: 50,
+          });
           for (const e of events) {
             // A resolution that gave up (a claim still being written) is redelivered, as the bus does.
             for (let delivery = 1; ; delivery++) {

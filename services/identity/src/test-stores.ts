@@ -36,3 +36,17 @@ export function beforeWrites(
   };
   return wrapped;
 }
+
+/** The store, with `before` awaited ahead of each read (a profile or an index entry). */
+export function beforeReads(store: ProfileStore, before: () => void | Promise<void>): ProfileStore {
+  const wrapped = Object.create(store) as ProfileStore;
+  wrapped.getProfile = async (workspace, profileId) => {
+    await before();
+    return store.getProfile(workspace, profileId);
+  };
+  wrapped.lookup = async (workspace, id) => {
+    await before();
+    return store.lookup(workspace, id);
+  };
+  return wrapped;
+}
