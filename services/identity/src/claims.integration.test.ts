@@ -381,4 +381,23 @@ describe("the limits across writers", () => {
     const again = await resolver.resolve(login);
     expect(again.kind === "duplicate" && again.profile.profileId).toBe(d2.profileId);
   });
+
+  // An alias whose previous id is another user's: the two users' profiles were merged, past the
+  // limit of one user id (the previous id's profile was not held to the limits).
+  it("keeps an alias to another user's id within the limits", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ userId: "user-a1", anonymousId: "anon-a1" }));
+    await resolver.resolve(event({ userId: "user-a2", anonymousId: "anon-a2" }));
+    await resolver.resolve(event({ type: EventType.ALIAS, userId: "user-a2", previousId: "user-a1" }));
+    const a1 = (await resolver.find("ws", { type: "user_id", value: "user-a1" }))!.value;
+    const a2 = (await resolver.find("ws", { type: "user_id", value: "user-a2" }))!.value;
+    expect(a1.profileId).not.toBe(a2.profileId);
+    for (const p of [a1, a2]) expect(p.identifiers.filter((i) => i.type === "user_id")).toHaveLength(1);
+
+    // An alias to an id never seen links it to the user.
+    await resolver.resolve(event({ type: EventType.ALIAS, userId: "user-a2", previousId: "visitor-a9" }));
+    const visitor = await resolver.find("ws", { type: "anonymous_id", value: "visitor-a9" });
+    expect(visitor?.value.profileId).toBe(a2.profileId);
+  });
 });
