@@ -96,11 +96,11 @@ export class Resolver {
     if (ids.length === 0) {
       throw new Unresolvable(`the event has no usable identifier (${rules.types.join(", ")})`);
     }
-    // Profiles this resolution claimed identifiers for in an attempt that then failed: its own
-    // claims must not make it wait for itself.
+    // New profiles an attempt of this resolution claimed identifiers for (and may have written):
+    // a later attempt joins them to what the event's identifiers lead to.
     const ownClaims = new Set<string>();
-    // Identifiers this resolution claimed for an existing profile in an attempt that then failed,
-    // with the entry's revision as it left it (another writer's write since makes it not its own).
+    // Index entries this resolution claimed or released, with the revision it left each at: such
+    // an entry is its own claim (not waited for) until another writer writes it.
     const ownLinks = new Map<string, number>();
     // Profiles an attempt of this resolution wrote the event onto (before a later step failed).
     const writtenTo = new Set<string>();
@@ -585,8 +585,9 @@ export class Resolver {
    * Claims for an existing profile, before it is written with them, the event's identifiers that
    * no profile holds yet: those without an index entry (created), and those whose entry is a claim
    * this resolution takes over (`taking`: its own, or a stale one), compare-and-set on the entry as
-   * read. Two writers taking over one claim for two profiles meet here: one of them retries, so an
-   * identifier never joins two profiles.
+   * read. Two writers taking over one claim for two profiles meet here: one of them retries. (A
+   * writer stalled past the takeover time between its claim and its profile write is not caught:
+   * see the README.)
    */
   private async claim(
     ws: string,
