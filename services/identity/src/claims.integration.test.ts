@@ -400,4 +400,27 @@ describe("the limits across writers", () => {
     const visitor = await resolver.find("ws", { type: "anonymous_id", value: "visitor-a9" });
     expect(visitor?.value.profileId).toBe(a2.profileId);
   });
+
+  // A claim released by a writer whose retry then dropped the identifier (the limits) stays on the
+  // profile it was made for, which does not hold it: lookups and deletions by it answered that
+  // profile (a deletion by the device's id would have erased the user's profile).
+  it("does not answer lookups or deletions by a claim the profile does not hold", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ userId: "user-l2", traits: { name: "Grace" } }));
+    const user = (await resolver.find("ws", { type: "user_id", value: "user-l2" }))!.value;
+    const device = { type: "anonymous_id", value: "anon-l2" };
+    await store.link("ws", device, { profileId: user.profileId, claimedAt: 0 }, 0);
+
+    expect(await resolver.find("ws", device)).toBeUndefined();
+    const erasing = await resolver.findForErasure("ws", device);
+    expect(erasing.profile).toBeUndefined();
+    expect(erasing.retired).toEqual([]);
+    // The next event through it takes the claim over.
+    await resolver.resolve(event({ anonymousId: "anon-l2", traits: { device: "kiosk" } }));
+    expect((await resolver.find("ws", device))?.value.traits).toEqual({ device: "kiosk" });
+    expect((await resolver.find("ws", { type: "user_id", value: "user-l2" }))?.value.traits).toEqual({
+      name: "Grace",
+    });
+  });
 });

@@ -61,6 +61,12 @@ const MAX_ATTEMPTS = 12;
 const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
+/** Whether the profile, or a retired one on the way to it, holds the identifier. */
+function holds(id: Ident, p: ProfileRecord, unabsorbed: readonly Unabsorbed[]): boolean {
+  const has = (r: ProfileRecord) => r.identifiers.some((x) => sameIdent(x, id));
+  return has(p) || unabsorbed.some((u) => has(u.tomb.value));
+}
+
 /** An index entry this resolution wrote: the revision it left. */
 interface Claim {
   id: Ident;
@@ -198,16 +204,22 @@ export class Resolver {
     id: Ident | { type: "profile_id"; value: string },
   ): Promise<{ profile?: Versioned<ProfileRecord>; retired: Versioned<ProfileRecord>[] }> {
     let start = id.value;
+    /** Found through an index entry that may be only a claim (see `find`). */
+    let claimable = false;
     if (id.type !== "profile_id") {
       const entry = await this.store.lookup(workspace, id);
       if (entry === undefined) return { retired: [] };
       if ("suppressed" in entry.value) {
         if (entry.value.erasing === undefined) return { retired: [] };
         start = entry.value.erasing;
-      } else start = entry.value.profileId;
+      } else {
+        start = entry.value.profileId;
+        claimable = true;
+      }
     }
     const { profile, unabsorbed, dead } = await this.chase(workspace, start);
     if (profile === undefined) return { retired: dead };
+    if (claimable && !holds(id, profile.value, unabsorbed)) return { retired: [] };
     const p = profile.value;
     const retired = unabsorbed.map((u) => u.tomb);
     const chain = new Set([p.profileId, ...p.mergedFrom]);
@@ -227,7 +239,10 @@ export class Resolver {
     if (id.type === "profile_id") return this.live(workspace, id.value);
     const target = await this.store.lookup(workspace, id);
     if (target === undefined || !("profileId" in target.value)) return undefined;
-    return this.live(workspace, target.value.profileId);
+    const { profile, unabsorbed } = await this.chase(workspace, target.value.profileId);
+    // An entry leading to a profile that does not hold the identifier is a claim, not membership
+    // (a writer's, not written yet, or one left by a write that lost).
+    return profile !== undefined && holds(id, profile.value, unabsorbed) ? profile : undefined;
   }
 
   private async attempt(
@@ -277,9 +292,7 @@ export class Resolver {
         // Leading to a profile that does not hold it (nor does a retired one on the way): claimed
         // for it by a writer that has not written it yet (or never will: its write lost, perhaps
         // to a merge that retired the profile since). Not a member.
-        const id = lookupIds[i]!;
-        const holds = (r: ProfileRecord) => r.identifiers.some((x) => sameIdent(x, id));
-        if (!holds(p.value) && !unabsorbed.some((u) => holds(u.tomb.value))) {
+        if (!holds(lookupIds[i]!, p.value, unabsorbed)) {
           // Not written back, so no compare-and-set would catch a stale cached copy: the
           // profile is read from the store itself; if the cache was behind, it starts again.
           const fresh = this.opts.fresh;
