@@ -423,4 +423,42 @@ describe("the limits across writers", () => {
       name: "Grace",
     });
   });
+
+  // A writer adding an email to an existing profile claimed it, then stalled past the takeover
+  // time; another writer took the claim over for another profile. The stalled writer's write of
+  // its profile (unchanged since it read it) still went through: the email on two profiles.
+  it("makes a writer that stalled after its claim was taken over try again", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ anonymousId: "anon-s1", traits: { device: "phone" } }));
+    // Held before its first profile write (after claiming the email).
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let reached!: () => void;
+    const held = new Promise<void>((r) => (reached = r));
+    let first = true;
+    const slow = beforeWrites(store, async (w) => {
+      if (w.op !== "put" || !first) return;
+      first = false;
+      reached();
+      await gate;
+    });
+    // (A claim is taken over at once here: the writer is as good as stalled past the takeover time.)
+    const stalled = new Resolver(slow, Date.now, undefined, undefined, { staleClaimMs: 0 });
+    const taker = new Resolver(store, Date.now, undefined, undefined, { staleClaimMs: 0 });
+    const stalledOne = stalled.resolve(event({ anonymousId: "anon-s1", traits: { email: "s@example.org" } }));
+    await held;
+    await taker.resolve(event({ anonymousId: "anon-s9", traits: { email: "s@example.org" } }));
+    release();
+    await stalledOne;
+
+    const holders = [];
+    for (const value of ["anon-s1", "anon-s9"]) {
+      const p = (await resolver.find("ws", { type: "anonymous_id", value }))!.value;
+      if (p.identifiers.some((i) => i.type === "email")) holders.push(p.profileId);
+    }
+    expect(new Set(holders).size).toBe(1);
+    const byEmail = await resolver.find("ws", { type: "email", value: "s@example.org" });
+    expect(byEmail?.value.profileId).toBe(holders[0]);
+  });
 });

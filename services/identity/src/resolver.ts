@@ -61,6 +61,19 @@ const MAX_ATTEMPTS = 12;
 const STALE_CLAIM_MS = 5_000;
 const MAX_MERGE_HOPS = 16;
 
+/** Where an identifier's index entry leads. */
+interface Lead {
+  /** The live profile holding it, and retired profiles on the way it does not hold yet. */
+  profile?: Versioned<ProfileRecord>;
+  unabsorbed?: Unabsorbed[];
+  /** Claimed for a profile id not written (yet). */
+  pending?: string;
+  /** Claimed for a profile that does not hold it (`on`: that profile, when the entry names it). */
+  claimedFor?: string;
+  on?: Versioned<ProfileRecord>;
+  claimedAt?: number;
+}
+
 /** Whether the profile, or a retired one on the way to it, holds the identifier. */
 function holds(id: Ident, p: ProfileRecord, unabsorbed: readonly Unabsorbed[]): boolean {
   const has = (r: ProfileRecord) => r.identifiers.some((x) => sameIdent(x, id));
@@ -278,7 +291,7 @@ export class Resolver {
       return r;
     };
     const live = await Promise.all(
-      entries.map(async (e, i) => {
+      entries.map(async (e, i): Promise<Lead> => {
         if (e === undefined || !("profileId" in e.value)) return {};
         const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId, readOnce);
         // A deletion is erasing it (or the profile it was retired into): waited for.
@@ -308,7 +321,12 @@ export class Resolver {
               throw new WriteConflict(`profile ${p.value.profileId} (cached copy behind)`);
             }
           }
-          return { claimedFor: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+          const straight = p.value.profileId === e.value.profileId;
+          return {
+            claimedFor: e.value.profileId,
+            claimedAt: e.value.claimedAt ?? 0,
+            ...(straight ? { on: p } : {}),
+          };
         }
         return { profile: p, unabsorbed };
       }),
@@ -494,6 +512,16 @@ export class Resolver {
     // Order matters. A conflict at any step retries from the start, and a writer may stop after
     // any write (a crash, or another replica's write): every identifier still leads to what it
     // brought, and the next resolution through it finishes the work.
+    // A claim taken over from another existing profile (it does not hold the identifier): that
+    // profile is written again first, unchanged, compare-and-set on the revision read, so that the
+    // writer that made the claim, should it only have stalled, fails its write of it and tries again.
+    const claimedOn = new Map<string, Versioned<ProfileRecord>>();
+    for (const l of live) {
+      if (l.on === undefined) continue;
+      const x = l.on.value.profileId;
+      if (claimsTaken.has(x) && !found.has(x) && x !== record.profileId) claimedOn.set(x, l.on);
+    }
+    for (const x of claimedOn.values()) await this.store.putProfile(x.value, x.revision);
     const claimedAt = this.clock();
     if (s.revision === 0) {
       // A new profile: its identifiers are claimed first, so that two writers starting profiles
