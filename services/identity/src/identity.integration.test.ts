@@ -17,7 +17,7 @@ import { configSpec, startIdentity, type IdentityHandle } from "./service.js";
 import { Resolver } from "./resolver.js";
 import { beforeWrites } from "./test-stores.js";
 import { KvProfileStore } from "./store.js";
-import { tombstone } from "./profile-record.js";
+import { splitOff, tombstone } from "./profile-record.js";
 
 let server: NatsServer;
 let nc: NatsConnection;
@@ -424,6 +424,50 @@ describe("a redelivery that finishes a stopped merge", () => {
 });
 
 describe("unmerge", () => {
+  it("finishes a split that stopped after pointing the identifiers back, when asked again", async () => {
+    const account = event({
+      type: EventType.IDENTIFY,
+      userId: "user-halt",
+      traits: { plan: "gold" },
+      timestamp: timestampFromMs(Date.now() - 60_000),
+    });
+    await send(account);
+    await waitFor(async () => (await get("user_id", "user-halt").catch(() => undefined)) !== undefined);
+    await send(event({ type: EventType.IDENTIFY, anonymousId: "anon-halt", traits: { device: "kiosk" } }));
+    await waitFor(async () => (await get("anonymous_id", "anon-halt").catch(() => undefined)) !== undefined);
+    await send(event({ userId: "user-halt", anonymousId: "anon-halt", name: "Logged In" }));
+    await waitFor(
+      async () =>
+        (await get("anonymous_id", "anon-halt"))?.profileId ===
+        (await get("user_id", "user-halt"))?.profileId,
+    );
+
+    // Staged straight in the service's store: a split restored the kiosk's profile and pointed its
+    // identifier back at it, then stopped before writing the survivor.
+    const store = await KvProfileStore.open(nc);
+    const survivor = (await new Resolver(store).find("ws", { type: "user_id", value: "user-halt" }))!;
+    const kioskId = survivor.value.merges![0]!.profileId;
+    const kiosk = (await store.getProfile("ws", kioskId))!;
+    const { restored } = splitOff(survivor.value, kiosk.value, Date.now());
+    await store.putProfile(restored, kiosk.revision);
+    const anon = { type: "anonymous_id", value: "anon-halt" };
+    const entry = (await store.lookup("ws", anon))!;
+    await store.link("ws", anon, { profileId: kioskId, claimedAt: Date.now() }, entry.revision);
+
+    const client = createGrpcClient(ProfileService, svc.grpcAddress);
+    try {
+      const res = await client.unmergeProfile({ workspace: "ws", identifier: anon });
+      expect(res.restored?.profileId).toBe(kioskId);
+      expect(res.survivor?.profileId).toBe(survivor.value.profileId);
+      expect(res.survivor?.identifiers.map((i) => i.type)).toEqual(["user_id"]);
+      expect(res.survivor?.mergedFrom).toEqual([]);
+      expect((await get("anonymous_id", "anon-halt"))?.traits).toMatchObject({ device: "kiosk" });
+      expect((await get("user_id", "user-halt"))?.traits?.device).toBeUndefined();
+    } finally {
+      client.close();
+    }
+  });
+
   it("splits a merge back apart by identifier: each profile gets its identifiers and traits back, and later events follow", async () => {
     const shared = event({
       type: EventType.IDENTIFY,

@@ -77,6 +77,8 @@ export interface ProfileRecord {
    * The deletion is published under this version.
    */
   erasing?: number;
+  /** Set on a profile an unmerge restored: the survivor it was split from (a stopped split resumes). */
+  splitFrom?: string;
   /** Merges split back apart by an unmerge: a redelivery of the event that made one does not make it again. */
   unmerged?: { profileId: string; eventId: string }[];
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
@@ -325,6 +327,7 @@ export function splitOff(
   const restored = structuredClone(merged);
   if (restored.mergedInto !== undefined) {
     delete restored.mergedInto;
+    restored.splitFrom = survivor.profileId;
     restored.version += 1;
     restored.updatedAtMs = nowMs;
   }

@@ -519,13 +519,23 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
           const ws = requireWorkspace(req.workspace);
           const id = requestedIdentifier(rulesFor(ws), req.identifier);
           for (let attempt = 0; ; attempt++) {
-            const found = await reader.find(ws, id);
+            let found = await reader.find(ws, id);
             if (found === undefined)
               throw new GrpcError(
                 grpc.status.NOT_FOUND,
                 `no profile for ${id.type} ${JSON.stringify(id.value)}`,
               );
-            const merge = mergeOf(found.value, id);
+            let merge = mergeOf(found.value, id);
+            if (merge === undefined && found.value.splitFrom !== undefined) {
+              // A split that stopped after pointing the identifiers back: its survivor still
+              // records the merge, and the split is finished from there.
+              const from = await store.getProfile(ws, found.value.splitFrom);
+              const restoredId = { type: "profile_id" as const, value: found.value.profileId };
+              if (from !== undefined && from.value.mergedInto === undefined) {
+                merge = mergeOf(from.value, restoredId);
+                if (merge !== undefined) found = from;
+              }
+            }
             if (merge === undefined) {
               throw new GrpcError(
                 grpc.status.FAILED_PRECONDITION,
@@ -545,25 +555,30 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
                 `profile ${erasing.profileId} is being erased`,
               );
             const now = clock();
+            const added = merge.added;
+            const entries = await Promise.all(added.map((i) => store.lookup(ws, i)));
             const { survivor, restored } = splitOff(found.value, merged.value, now);
             try {
-              // The restored profile first: if the survivor's write then fails or the process
-              // dies, a retry finds the merge still recorded and the profile already restored.
+              // The restored profile first, then its identifiers point at it again (compare-and-set
+              // on the entries as read before the split: a concurrent claim is not overwritten),
+              // then the survivor. A retry after a stop at any point finds the merge still recorded
+              // on the survivor (through the identifier, or the restored profile's `splitFrom`).
               if (merged.value.mergedInto !== undefined) await cached.putProfile(restored, merged.revision);
+              for (const [k, i] of added.entries()) {
+                const entry = entries[k];
+                if (
+                  entry !== undefined &&
+                  "profileId" in entry.value &&
+                  entry.value.profileId === restored.profileId
+                )
+                  continue;
+                const target = { profileId: restored.profileId, claimedAt: now };
+                await cached.link(ws, i, target, entry?.revision ?? 0);
+              }
               await cached.putProfile(survivor, found.revision);
             } catch (e) {
               if (e instanceof WriteConflict && attempt < 9) continue;
               throw e;
-            }
-            // Its identifiers point at it again.
-            for (const i of merge.added) {
-              const entry = await store.lookup(ws, i);
-              await cached.link(
-                ws,
-                i,
-                { profileId: restored.profileId, claimedAt: now },
-                entry?.revision ?? 0,
-              );
             }
             await publishState(survivor, now);
             await publishState(restored, now, survivor.profileId);
