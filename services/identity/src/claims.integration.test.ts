@@ -12,7 +12,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
-import { beforeWrites } from "./test-stores.js";
+import { beforeWrites, gate } from "./test-stores.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
 import { profileIdFor, tombstone } from "./profile-record.js";
 import { compileRules } from "./identity-rules.js";
@@ -44,17 +44,11 @@ const event = (over: MessageInitShape<typeof EventSchema>): Event =>
 
 /** The real store, with the creation of one profile held until `release()`. */
 function holding(store: ProfileStore): { store: ProfileStore; held: Promise<void>; release: () => void } {
-  let release!: () => void;
-  const gate = new Promise<void>((r) => (release = r));
-  let reached!: () => void;
-  const held = new Promise<void>((r) => (reached = r));
+  const g = gate();
   const wrapped = beforeWrites(store, async (w) => {
-    if (w.op === "put" && w.revision === 0) {
-      reached();
-      await gate;
-    }
+    if (w.op === "put" && w.revision === 0) await g.wait();
   });
-  return { store: wrapped, held, release };
+  return { store: wrapped, held: g.held, release: g.release };
 }
 
 describe("a claim taken over from a slow writer", () => {
@@ -181,26 +175,22 @@ describe("a merge stopped part-way", () => {
     await resolver.resolve(event({ anonymousId: "anon-l", traits: { l: 1 }, timestamp: step(2) }));
 
     // The first merge (user + anon-l) reads both profiles, then waits before its first write.
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let reached!: () => void;
-    const held = new Promise<void>((r) => (reached = r));
+    const g = gate();
     let first = true;
     const holding = beforeWrites(store, async () => {
       if (!first) return;
       first = false;
-      reached();
-      await gate;
+      await g.wait();
     });
     const slow = new Resolver(holding, Date.now, () => rules).resolve(
       event({ userId: "user-t", anonymousId: "anon-l", timestamp: step(3) }),
     );
-    await held;
+    await g.held;
     // Meanwhile the same device identifies with the email: anon-l joins the email's profile.
     await resolver.resolve(
       event({ anonymousId: "anon-l", traits: { email: "t@example.org" }, timestamp: step(4) }),
     );
-    release();
+    g.release();
     await slow;
 
     const p = await resolver.find("ws", { type: "user_id", value: "user-t" });
@@ -432,24 +422,20 @@ describe("the limits across writers", () => {
     const resolver = new Resolver(store);
     await resolver.resolve(event({ anonymousId: "anon-s1", traits: { device: "phone" } }));
     // Held before its first profile write (after claiming the email).
-    let release!: () => void;
-    const gate = new Promise<void>((r) => (release = r));
-    let reached!: () => void;
-    const held = new Promise<void>((r) => (reached = r));
+    const g = gate();
     let first = true;
     const slow = beforeWrites(store, async (w) => {
       if (w.op !== "put" || !first) return;
       first = false;
-      reached();
-      await gate;
+      await g.wait();
     });
     // (A claim is taken over at once here: the writer is as good as stalled past the takeover time.)
     const stalled = new Resolver(slow, Date.now, undefined, undefined, { staleClaimMs: 0 });
     const taker = new Resolver(store, Date.now, undefined, undefined, { staleClaimMs: 0 });
     const stalledOne = stalled.resolve(event({ anonymousId: "anon-s1", traits: { email: "s@example.org" } }));
-    await held;
+    await g.held;
     await taker.resolve(event({ anonymousId: "anon-s9", traits: { email: "s@example.org" } }));
-    release();
+    g.release();
     await stalledOne;
 
     const holders = [];

@@ -11,7 +11,7 @@ import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { NatsServer } from "@kairos/testkit";
 import { Erasure } from "./erasure.js";
 import { Resolver } from "./resolver.js";
-import { beforeWrites, type StoreWriteStep } from "./test-stores.js";
+import { beforeWrites, gate, type StoreWriteStep } from "./test-stores.js";
 import { KvProfileStore, WriteConflict, profileBuckets, type ProfileStore } from "./store.js";
 import type { ProfileRecord } from "./profile-record.js";
 
@@ -53,22 +53,6 @@ function erasure(store: ProfileStore, before: (w: StoreWriteStep) => void | Prom
     exclusive: (_key, fn) => fn(),
   });
   return { erasure: e, published };
-}
-
-/** A gate a writer waits at: `held` once it is there, `release()` lets it on. */
-function gate() {
-  let release!: () => void;
-  const open = new Promise<void>((r) => (release = r));
-  let reached!: () => void;
-  const held = new Promise<void>((r) => (reached = r));
-  return {
-    held,
-    release,
-    wait: async () => {
-      reached();
-      await open;
-    },
-  };
 }
 
 /** Every profile record in the workspace (live or tombstone). */

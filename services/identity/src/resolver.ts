@@ -443,12 +443,13 @@ export class Resolver {
       // the limits kept the identifier from it): then this event's profile gets an id of its own.
       for (const id of [newId, profileIdFor(ws, ids[0]!, event.messageId)]) {
         newId = id;
-        const p = await this.live(ws, id);
+        const there = await this.store.getProfile(ws, id);
+        if (there === undefined) break; // free (the common case: one read)
+        const p = there.value.mergedInto === undefined ? there : await this.live(ws, id);
         if (p !== undefined && appliedChange(p.value, event.messageId) !== undefined) {
           found.set(p.value.profileId, p);
           break;
         }
-        if ((await this.store.getProfile(ws, id)) === undefined) break;
       }
     } else if (found.size === 0) {
       // Joining another writer's claim: should its profile be there by now, the limits have not

@@ -11,6 +11,7 @@ import {
   EventSchema,
   EventType,
   ProfileChangedSchema,
+  type ProfileChanged,
   ProfileSchema,
   ProfileService,
   type Event,
@@ -272,6 +273,15 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
     });
     runtime.metrics.stageObjective.set({ stage: "resolve" }, 0.005);
 
+    /** Publishes a profile change on its profile's partition; `msgID` makes a re-publish a duplicate. */
+    const publishChanged = async (change: ProfileChanged, msgID: string) => {
+      await runtime.publisher.publishMessage(
+        subjects.profiles(change.workspace, partitionOf(change.profileId, cfg.PARTITIONS)),
+        ProfileChangedSchema,
+        change,
+        { msgID },
+      );
+    };
     const publishChange = async (
       e: Event,
       r: Extract<Awaited<ReturnType<Resolver["resolve"]>>, { profile: ProfileRecord }>,
@@ -295,12 +305,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         eventProperties: e.properties ?? {},
         traceparent: currentTraceparent(),
       });
-      await runtime.publisher.publishMessage(
-        subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
-        ProfileChangedSchema,
-        change,
-        { msgID: `${p.workspace}:${r.changeId.profileId}:${r.changeId.version}` },
-      );
+      await publishChanged(change, `${p.workspace}:${r.changeId.profileId}:${r.changeId.version}`);
     };
 
     // Windowed computed traits slide with time: when one next would, the profile is re-published
@@ -320,22 +325,18 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       mergedFrom: readonly string[] = [],
     ) => {
       const profile = toProfile(p, rulesFor(p.workspace), clock());
-      await runtime.publisher.publishMessage(
-        subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
-        ProfileChangedSchema,
-        create(ProfileChangedSchema, {
-          workspace: p.workspace,
-          profileId: p.profileId,
-          version: BigInt(p.version),
-          computedTraits: profile.computedTraits ?? {},
-          profile,
-          eventReceivedAt: timestampFromMs(atMs),
-          traceparent: currentTraceparent(),
-          unmergedFrom,
-          mergedFrom: [...mergedFrom],
-        }),
-        { msgID: `${p.workspace}:${p.profileId}:${p.version}` },
-      );
+      const change = create(ProfileChangedSchema, {
+        workspace: p.workspace,
+        profileId: p.profileId,
+        version: BigInt(p.version),
+        computedTraits: profile.computedTraits ?? {},
+        profile,
+        eventReceivedAt: timestampFromMs(atMs),
+        traceparent: currentTraceparent(),
+        unmergedFrom,
+        mergedFrom: [...mergedFrom],
+      });
+      await publishChanged(change, `${p.workspace}:${p.profileId}:${p.version}`);
     };
     const windowTimers = await DurableTimers.start<WindowTimer>(runtime.nc, {
       bucket: "profile-window-timers",
@@ -399,10 +400,8 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       writes: cached,
       reader,
       clock,
-      publishDeletion: async (p, version) => {
-        await runtime.publisher.publishMessage(
-          subjects.profiles(p.workspace, partitionOf(p.profileId, cfg.PARTITIONS)),
-          ProfileChangedSchema,
+      publishDeletion: (p, version) =>
+        publishChanged(
           create(ProfileChangedSchema, {
             workspace: p.workspace,
             profileId: p.profileId,
@@ -413,9 +412,8 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
             eventReceivedAt: timestampFromMs(clock()),
             traceparent: currentTraceparent(),
           }),
-          { msgID: `${p.workspace}:${p.profileId}:${version}` },
-        );
-      },
+          `${p.workspace}:${p.profileId}:${version}`,
+        ),
       dropState: (ws, profileId) => windowTimers.cancel(windowKey(ws, profileId)),
       exclusive: (key, fn) => lock.run(key, fn),
     });

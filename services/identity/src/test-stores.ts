@@ -50,3 +50,19 @@ export function beforeReads(store: ProfileStore, before: () => void | Promise<vo
   };
   return wrapped;
 }
+
+/** A gate a writer waits at: `held` once it is there (`wait()`), `release()` lets it on. */
+export function gate(): { held: Promise<void>; release: () => void; wait: () => Promise<void> } {
+  let release!: () => void;
+  const open = new Promise<void>((r) => (release = r));
+  let reached!: () => void;
+  const held = new Promise<void>((r) => (reached = r));
+  return {
+    held,
+    release,
+    wait: async () => {
+      reached();
+      await open;
+    },
+  };
+}
