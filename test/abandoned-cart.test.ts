@@ -87,3 +87,52 @@ describe("an abandoned-cart reminder", () => {
     expect(endpoint.posts.filter((p) => (p.body.payload as { sku?: string }).sku === "shoes")).toEqual([]);
   });
 });
+
+describe("an abandoned-cart reminder of a returning customer who added to the cart before logging in", () => {
+  // The cart was filled anonymously (a profile of its own); the login merges that profile into the
+  // customer's older one, which survives. The reminder follows the customer through the merge.
+  const anonymousCart = async (userId: string, anonymousId: string, sku: string) => {
+    await mesh!.send("shop-server-key", "identify", { userId, traits: { name: userId } });
+    await waitFor(() => mesh!.profile("shop", "user_id", userId), { timeoutMs: 20_000 });
+    const deferredBefore = outcomes.filter((o) => o.status === OutcomeStatus.DEFERRED).length;
+    const addedAt = Date.now();
+    await mesh!.send("shop-server-key", "track", {
+      anonymousId,
+      event: "Product Added",
+      properties: { sku },
+    });
+    await waitFor(() => outcomes.filter((o) => o.status === OutcomeStatus.DEFERRED).length > deferredBefore, {
+      timeoutMs: 20_000,
+    });
+    await mesh!.send("shop-server-key", "identify", { userId, anonymousId });
+    // The login merged the cart's profile into the customer's.
+    await waitFor(
+      async () => {
+        const p = await mesh!.profile("shop", "anonymous_id", anonymousId);
+        return p !== undefined && p.identifiers.some((i) => i.type === "user_id" && i.value === userId) && p;
+      },
+      { timeoutMs: 20_000 },
+    );
+    return addedAt;
+  };
+  const postsOf = (sku: string) =>
+    endpoint.posts.filter((p) => (p.body.payload as { sku?: string }).sku === sku);
+
+  it("still reaches them after the wait when they logged in without buying", async () => {
+    const run = randomUUID().slice(0, 6);
+    const addedAt = await anonymousCart(`returning-${run}`, `anon-${run}`, `scarf-${run}`);
+    const post = await waitFor(() => postsOf(`scarf-${run}`)[0], { timeoutMs: 20_000 });
+    expect(post.receivedAt - addedAt).toBeGreaterThanOrEqual(2000);
+    await sleep(1000);
+    expect(postsOf(`scarf-${run}`)).toHaveLength(1);
+  });
+
+  it("never reaches them when they bought after logging in", async () => {
+    const run = randomUUID().slice(0, 6);
+    const userId = `loyal-${run}`;
+    await anonymousCart(userId, `anon-${run}`, `hat-${run}`);
+    await track(userId, "Order Completed", { order_id: `o-${run}`, revenue: 20 });
+    await sleep(3500); // past the wait: a surviving reminder would have arrived
+    expect(postsOf(`hat-${run}`)).toEqual([]);
+  });
+});

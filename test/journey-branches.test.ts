@@ -66,9 +66,30 @@ describe("journeys with branches", () => {
     const p = await profileIdOf(plain);
     const u = await profileIdOf(upgraded);
     const b = await profileIdOf(buyer);
-    // Before time moves on: the three starts are waiting, and the buyer's exit is recorded.
+    // Two returning customers fill a cart anonymously and log in (the cart's profile is merged
+    // into theirs); one of them then buys. The journey went with the customer through the merge.
+    const anonymousCart = async (userId: string) => {
+      await send("identify", { userId, traits: { first_name: "Bo" } });
+      await profileIdOf(userId);
+      const anonymousId = `anon-${userId}`;
+      await send("track", { anonymousId, event: "Product Added", properties: { sku: "hat" } });
+      const cartProfile = await waitFor(
+        async () => (await mesh!.profile("shop", "anonymous_id", anonymousId))?.profileId,
+      );
+      await send("identify", { userId, anonymousId });
+      await waitFor(async () => (await profileOf(userId))?.mergedFrom.includes(cartProfile));
+      return cartProfile;
+    };
+    const loggedIn = await anonymousCart(`logged-in-${run}`);
+    const loggedInBuyer = await anonymousCart(`logged-in-buyer-${run}`);
+    await send("track", { userId: `logged-in-buyer-${run}`, event: "Order Completed", properties: {} });
+    const survivor = await profileIdOf(`logged-in-buyer-${run}`);
+    // Before time moves on: the five starts are waiting, and the buyers' exits are recorded.
     const steps = await new Kvm(nc).open("journey-steps");
-    await waitFor(async () => (await steps.status()).values === 3);
+    await waitFor(async () => (await steps.status()).values === 5);
+    await waitFor(() =>
+      cancellations.some((c) => c.profileId === survivor && c.reason.startsWith("exit cart-recovery")),
+    );
     await waitFor(() =>
       cancellations.some((c) => c.profileId === b && c.reason.startsWith("exit cart-recovery")),
     );
@@ -76,6 +97,10 @@ describe("journeys with branches", () => {
 
     offset = 61 * MINUTE;
     await waitFor(() => routes(p).length === 1 && routes(u).length === 1, { timeoutMs: 20_000 });
+    // The merged-away cart's start goes on for the customer who did not buy (decided on the
+    // profile identity answers with, their own), and stops for the one who did.
+    await waitFor(() => routes(loggedIn).length === 1, { timeoutMs: 20_000 });
+    expect(of(loggedIn, "cart-recovery")[0]).toMatchObject({ payload: { route: "email", name: "Bo" } });
     expect(of(p, "cart-recovery")[0]).toMatchObject({
       step: "branch 1",
       payload: { route: "email", name: "Ada" },
@@ -95,6 +120,7 @@ describe("journeys with branches", () => {
     // The gold arm has no further steps, and the buyer left the journey before any.
     expect(routes(u)).toEqual(["call"]);
     expect(routes(b)).toEqual([]);
+    expect(routes(loggedInBuyer)).toEqual([]);
     // Each intent once, with its own deterministic id.
     const ids = intents.filter((i) => i.journey === "cart-recovery").map((i) => i.actionId);
     expect(new Set(ids).size).toBe(ids.length);

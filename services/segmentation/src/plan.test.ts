@@ -3,7 +3,16 @@ import { create, type JsonObject } from "@bufbuild/protobuf";
 import { ProfileChangedSchema, type ProfileChanged } from "@kairos/contracts";
 import { parseMeshConfig } from "@kairos/mesh-config";
 import { compileCondition } from "./conditions.js";
-import { actionIdFor, compileWorkspace, emptyState, evaluate, renderPayload } from "./plan.js";
+import {
+  actionIdFor,
+  compileWorkspace,
+  emptyState,
+  evaluate,
+  hasJourneys,
+  renderPayload,
+  withJourneysOf,
+  withoutJourneys,
+} from "./plan.js";
 
 const mesh = parseMeshConfig(`
 workspaces:
@@ -177,6 +186,47 @@ channels:
     expect(vip.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "entered segment vip" }]);
     expect(vip.plan.firings.map((f) => f.journey)).toEqual(["abandoned-cart"]);
     expect(vip.next.inJourney?.["abandoned-cart"]).toBeGreaterThan(10);
+  });
+
+  it("carries a merged-away profile's journey to its survivor, whose purchase then exits it", () => {
+    // The cart was filled anonymously; the login merged that profile into the customer's older one.
+    const anon = evaluate(cart, added(1), emptyState(), 0).next;
+    const customer = evaluate(cart, change(7, { name: "Ada" }), emptyState(), 0).next;
+    expect(hasJourneys(customer)).toBe(false);
+    expect(hasJourneys(anon)).toBe(true);
+    const joined = withJourneysOf(customer, anon);
+    expect(joined).toMatchObject({ version: 7, inJourney: anon.inJourney, members: customer.members });
+    // Handed over again after a crash: nothing more changes.
+    expect(withJourneysOf(joined, anon)).toEqual(joined);
+    // The merged-away profile's removal exits nothing: its journey went to the survivor.
+    const left = withoutJourneys(anon);
+    expect(hasJourneys(left)).toBe(false);
+    expect(evaluate(cart, change(99, {}, { deleted: true }), left, 10).plan.exits).toBeUndefined();
+    const bought = evaluate(
+      cart,
+      change(8, {}, { eventName: "Order Completed", eventProperties: { revenue: 30 } }),
+      joined,
+      20,
+    );
+    expect(bought.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "event Order Completed" }]);
+  });
+
+  it("joins what either profile started or finished: the later time, every once-journey", () => {
+    const a = { ...emptyState(), firedOnce: ["welcome"], inJourney: { j: 50 }, lastStarted: { k: 5 } };
+    const b = {
+      ...emptyState(),
+      firedOnce: ["intro", "welcome"],
+      inJourney: { j: 80, m: 9 },
+      exitedAt: { x: 3 },
+    };
+    expect(withJourneysOf(a, b)).toEqual({
+      ...emptyState(),
+      firedOnce: ["welcome", "intro"],
+      inJourney: { j: 80, m: 9 },
+      lastStarted: { k: 5 },
+      exitedAt: { x: 3 },
+    });
+    expect(withJourneysOf(b, a).inJourney).toEqual({ j: 80, m: 9 });
   });
 
   it("forgets a journey whose action is past its deadline", () => {

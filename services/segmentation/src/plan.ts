@@ -128,6 +128,49 @@ export const emptyState = (): MembershipState => ({
   last: undefined,
 });
 
+/**
+ * A merged-away profile's journeys carried over to its survivor: the customer is still in them (a
+ * reminder intended before the login still goes, and the survivor's exit cancels it: suppression
+ * reaches the actions of the profiles merged into the one a cancellation names), and what they
+ * started or finished counts for the customer (`once`, `oncePer`, a branch journey's exit).
+ * Memberships, dates and the version stay the survivor's: its own change re-evaluates them.
+ * Idempotent, so a merge handed over again after a crash changes nothing more.
+ */
+export function withJourneysOf(survivor: MembershipState, merged: MembershipState): MembershipState {
+  const later = (a: Record<string, number> | undefined, b: Record<string, number> | undefined) => {
+    const out = { ...(a ?? {}) };
+    for (const [k, v] of Object.entries(b ?? {})) out[k] = Math.max(out[k] ?? v, v);
+    return Object.keys(out).length > 0 ? out : undefined;
+  };
+  const next: MembershipState = {
+    ...survivor,
+    firedOnce: [...new Set([...survivor.firedOnce, ...merged.firedOnce])],
+  };
+  const fields = ["inJourney", "lastStarted", "exitedAt"] as const;
+  for (const f of fields) {
+    const v = later(survivor[f], merged[f]);
+    if (v === undefined) delete next[f];
+    else next[f] = v;
+  }
+  return next;
+}
+
+/** Whether a profile has journey state for `withJourneysOf` to carry over. */
+export function hasJourneys(s: MembershipState): boolean {
+  return (
+    s.firedOnce.length > 0 ||
+    Object.keys(s.inJourney ?? {}).length > 0 ||
+    Object.keys(s.lastStarted ?? {}).length > 0 ||
+    Object.keys(s.exitedAt ?? {}).length > 0
+  );
+}
+
+/** A merged-away profile once its journeys went to the survivor: its removal exits none of them. */
+export function withoutJourneys(s: MembershipState): MembershipState {
+  const { inJourney: _i, lastStarted: _l, exitedAt: _e, ...rest } = s;
+  return { ...rest, firedOnce: [] };
+}
+
 /** `act_` + 32 hex of sha256(ws|journey|profile[|trigger]): the same trigger always yields the same action. */
 export function actionIdFor(ws: string, journey: string, profileId: string, trigger?: string): string {
   const key =

@@ -39,8 +39,12 @@ import {
   compileWorkspace,
   emptyState,
   evaluate,
+  hasJourneys,
   renderPayload,
+  withJourneysOf,
+  withoutJourneys,
   type CompiledWorkspace,
+  type MembershipState,
   type Plan,
 } from "./plan.js";
 import { nextOccurrence, type DateRule } from "./dates.js";
@@ -287,10 +291,14 @@ export async function startSegmentation(
         const journey = ws?.config.journeys.find((j) => j.name === t.journey);
         if (ws === undefined || journey === undefined || nodeAt(journey, t.path)?.branches === undefined)
           return undefined; // removed from the config since
-        const { state } = await store.get(t.workspace, t.profileId, { fresh: true });
-        if ((state.exitedAt?.[journey.name] ?? -1) >= t.startedAtMs) return undefined; // left it
         const profile = await profiles.get(t.workspace, t.profileId);
         if (profile === undefined) return undefined; // deleted
+        // Left since the start: recorded on the profile it started for or, once that was merged
+        // away (its journeys went to the survivor), on the survivor identity answers with.
+        for (const id of new Set([t.profileId, profile.profileId])) {
+          const { state } = await store.get(t.workspace, id, { fresh: true });
+          if ((state.exitedAt?.[journey.name] ?? -1) >= t.startedAtMs) return undefined;
+        }
         const change = create(ProfileChangedSchema, {
           workspace: t.workspace,
           profileId: profile.profileId,
@@ -426,6 +434,7 @@ export async function startSegmentation(
               cancelKeys: [`journey:${x.journey}:${change.profileId}`],
               reason: `exit ${x.journey}: ${x.reason}`,
               cancelledAt: timestampFromMs(now),
+              profileVersion: change.version,
             }),
             { msgID: cancellationId },
           ),
@@ -456,6 +465,40 @@ export async function startSegmentation(
         );
       }
       await Promise.all(publishes);
+    };
+
+    /** Compare-and-set `fn` on a profile's record, read again after another writer's change. */
+    const update = async (ws: string, profileId: string, fn: (s: MembershipState) => MembershipState) => {
+      for (let attempt = 0; ; attempt++) {
+        const { state, revision } = await store.get(ws, profileId);
+        try {
+          await store.put(ws, profileId, fn(state), revision);
+          return;
+        } catch (e) {
+          if (e instanceof WriteConflict && attempt < 10) continue;
+          throw e;
+        }
+      }
+    };
+    /**
+     * A merged-away profile's journeys go to its survivor (`withJourneysOf`): joined there first, then
+     * taken off the merged-away profile (compare-and-set on what was read), so that a stop in between
+     * joins them again (no change) and its removal afterwards exits none of them. The actions it has
+     * pending keep its id; suppression reaches them through the survivor's cancellations.
+     */
+    const handOver = async (ws: string, loser: string, survivor: string) => {
+      for (let attempt = 0; ; attempt++) {
+        const from = await store.get(ws, loser, { fresh: true });
+        if (!hasJourneys(from.state)) return;
+        await update(ws, survivor, (s) => withJourneysOf(s, from.state));
+        try {
+          await store.put(ws, loser, withoutJourneys(from.state), from.revision);
+          return;
+        } catch (e) {
+          if (e instanceof WriteConflict && attempt < 10) continue;
+          throw e;
+        }
+      }
     };
 
     const apply = async (ws: CompiledWorkspace, change: ProfileChanged): Promise<void> => {
@@ -514,6 +557,14 @@ export async function startSegmentation(
           return;
         }
         await lock.run(`${change.workspace}|${change.profileId}`, async () => {
+          // Profiles merged away hand their journeys to the survivor first, so that this change
+          // (a purchase that also logged the customer in) can already exit them.
+          for (const loser of change.mergedFrom) {
+            if (loser === change.profileId) continue;
+            await lock.run(`${change.workspace}|${loser}`, () =>
+              handOver(change.workspace, loser, change.profileId),
+            );
+          }
           await apply(ws, change);
           // Profiles merged away leave their segments: their ids are gone.
           for (const loser of change.mergedFrom) {

@@ -3,6 +3,7 @@ import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import {
   applicableConsent,
+  cancellationTargets,
   capDay,
   consentRecords,
   decide,
@@ -405,5 +406,29 @@ describe("dueAtOf", () => {
     });
     expect(mergeContacts(later, merged).consent["email|"]?.source).toBe("re-opt-in");
     expect(survivor.consent["email|"]?.granted).toBe(true);
+  });
+});
+
+describe("cancellationTargets", () => {
+  it("reaches the profiles merged into the one named, with their own ids in its keys", () => {
+    expect(
+      cancellationTargets(
+        "prf_user",
+        ["journey:cart:prf_user", "promo:spring", "order:prf_user:x"],
+        ["prf_anon", "prf_old"],
+      ),
+    ).toEqual([
+      { profileId: "prf_user", keys: ["journey:cart:prf_user", "promo:spring", "order:prf_user:x"] },
+      { profileId: "prf_anon", keys: ["journey:cart:prf_anon", "promo:spring", "order:prf_anon:x"] },
+      { profileId: "prf_old", keys: ["journey:cart:prf_old", "promo:spring", "order:prf_old:x"] },
+    ]);
+  });
+
+  it("names each profile and key once, the one named first, and nothing more without merges", () => {
+    expect(cancellationTargets("p", ["k", "k"], [])).toEqual([{ profileId: "p", keys: ["k"] }]);
+    expect(cancellationTargets("p1", ["journey:j:p1"], ["p1", "p2", "p2", ""])).toEqual([
+      { profileId: "p1", keys: ["journey:j:p1"] },
+      { profileId: "p2", keys: ["journey:j:p2"] },
+    ]);
   });
 });

@@ -368,6 +368,26 @@ export function withCancelled(
   return { ...contact, cancelled };
 }
 
+/**
+ * What a cancellation of `profileId`'s `keys` cancels for each profile merged into it: the same keys
+ * with the merged-away profile's id in place of the survivor's. Keys name the profile their actions
+ * were intended for (`journey:<journey>:<profile>`, `{{profile_id}}` in configured keys), and an
+ * action intended before a merge keeps the merged-away id; a key without the id (`promo:spring`)
+ * applies to every one of the customer's profiles as it is. The named profile comes first.
+ */
+export function cancellationTargets(
+  profileId: string,
+  keys: readonly string[],
+  mergedFrom: readonly string[],
+): { profileId: string; keys: string[] }[] {
+  const targets = [{ profileId, keys: [...new Set(keys)] }];
+  for (const id of new Set(mergedFrom)) {
+    if (id === profileId || id === "" || profileId === "") continue;
+    targets.push({ profileId: id, keys: [...new Set(keys.map((k) => k.replaceAll(profileId, id)))] });
+  }
+  return targets;
+}
+
 /** Records a consent statement made through the API; an older one than what is recorded changes nothing. */
 export function withConsent(contact: ContactState, channel: string, r: ConsentRecord): ContactState {
   const key = `${channel}|${r.purpose}`;

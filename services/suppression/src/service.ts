@@ -60,6 +60,7 @@ import {
 import {
   decide,
   dueAtOf,
+  cancellationTargets,
   mergeContacts,
   withCancelled,
   withConsent,
@@ -574,7 +575,6 @@ export async function startSuppression(
       while (releasing) await new Promise((r) => setTimeout(r, 20));
     });
 
-    /** Records a cancellation and withdraws the pending actions it names. */
     /** Settles the deferred actions `refs` of a profile that were intended by `atMs` as `verdictOf` says. */
     const withdrawDeferred = async (
       workspace: string,
@@ -594,25 +594,42 @@ export async function startSuppression(
       }
     };
 
+    /**
+     * Records a cancellation and withdraws the pending actions it names: the profile's, and those of
+     * the profiles merged into it (an abandoned-cart reminder intended for the anonymous profile is
+     * withdrawn by the purchase of the customer it was merged into). The merged-away ids come from
+     * the profile as of the version the cancellation was decided on; an action intended for one of
+     * them later is judged against this profile's record, which holds their keys too.
+     */
     const applyCancellation = async (c: Cancellation) => {
       const atMs = c.cancelledAt === undefined ? clock() : timestampMs(c.cancelledAt);
-      await lock.run(profileLock(c.workspace, c.profileId), async () => {
-        await stores.updateContact(c.workspace, c.profileId, (s) =>
-          withCancelled(s, c.cancelKeys, atMs, c.reason),
+      const apply = async (t: { profileId: string; keys: string[] }) => {
+        // Recorded in the named profile's record, even a merged-away profile's keys: an action
+        // intended for that id is judged against the survivor's record.
+        await lock.run(profileLock(c.workspace, c.profileId), () =>
+          stores.updateContact(c.workspace, c.profileId, (s) => withCancelled(s, t.keys, atMs, c.reason)),
         );
-      });
-      // For the dispatchers: an action already handed to its channel is withdrawn there.
-      await cancellations.mark(c.workspace, c.profileId, c.cancelKeys, { atMs, reason: c.reason });
-      await withdrawDeferred(
-        c.workspace,
-        c.profileId,
-        deferred.withCancelKeys(c.workspace, c.profileId, c.cancelKeys),
-        atMs,
-        (intent) => {
-          const key = c.cancelKeys.find((k) => intent.cancelKeys.includes(k)) ?? "";
-          return { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` };
-        },
-      );
+        // For the dispatchers: an action already handed to its channel is withdrawn there.
+        await cancellations.mark(c.workspace, t.profileId, t.keys, { atMs, reason: c.reason });
+        await withdrawDeferred(
+          c.workspace,
+          t.profileId,
+          deferred.withCancelKeys(c.workspace, t.profileId, t.keys),
+          atMs,
+          (intent) => {
+            const key = t.keys.find((k) => intent.cancelKeys.includes(k)) ?? "";
+            return { kind: "cancel", reason: "cancelled", detail: `${key} cancelled (${c.reason})` };
+          },
+        );
+      };
+      // The profile named first, without asking identity: it is not held up while identity is away
+      // (the redelivery that then follows applies it again, which changes nothing).
+      const [named] = cancellationTargets(c.profileId, c.cancelKeys, []);
+      await apply(named!);
+      const profile = await profiles.get(c.workspace, c.profileId, c.profileVersion);
+      if (profile?.profileId !== c.profileId) return;
+      for (const t of cancellationTargets(c.profileId, c.cancelKeys, profile.mergedFrom).slice(1))
+        await apply(t);
     };
 
     await runtime.consume(consumers.suppressionCancels, {
@@ -643,17 +660,18 @@ export async function startSuppression(
      */
     const forget = async (change: ProfileChanged) => {
       const atMs = change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt);
-      await cancellations.mark(change.workspace, change.profileId, [PROFILE_DELETED_KEY], {
-        atMs,
-        reason: "profile_deleted",
-      });
-      await withdrawDeferred(
-        change.workspace,
-        change.profileId,
-        deferred.ofProfile(change.workspace, change.profileId),
-        atMs,
-        () => ({ kind: "cancel", reason: "profile_deleted", detail: "the customer was deleted" }),
-      );
+      // What was intended for the profiles merged into theirs too: those actions keep their ids.
+      for (const id of new Set([change.profileId, ...change.mergedFrom])) {
+        await cancellations.mark(change.workspace, id, [PROFILE_DELETED_KEY], {
+          atMs,
+          reason: "profile_deleted",
+        });
+        await withdrawDeferred(change.workspace, id, deferred.ofProfile(change.workspace, id), atMs, () => ({
+          kind: "cancel",
+          reason: "profile_deleted",
+          detail: "the customer was deleted",
+        }));
+      }
       // Their record and what was decided about them, but the withdrawals the deletion caused (also on
       // a redelivery); the same under the ids of the profiles merged into theirs.
       for (const id of [change.profileId, ...change.mergedFrom]) {
@@ -745,6 +763,7 @@ export async function startSuppression(
               cancelKeys: keys,
               reason: `event ${change.eventName}`,
               cancelledAt: change.eventReceivedAt ?? timestampFromMs(clock()),
+              profileVersion: change.version,
             }),
           );
         }

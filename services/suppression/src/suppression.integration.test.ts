@@ -19,6 +19,7 @@ import {
 } from "@bufbuild/protobuf";
 import { timestampFromMs, timestampMs } from "@bufbuild/protobuf/wkt";
 import {
+  CancellationSchema,
   DeadLetterSchema,
   Decision,
   DispatchSchema,
@@ -60,6 +61,7 @@ const fixtures: [string, JsonObject][] = [
   ["p_joined", {}],
   ["p_anon", {}],
   ["p_known", {}],
+  ["p_cart_user", {}],
 ];
 
 let server: NatsServer;
@@ -133,9 +135,9 @@ const dispatchOf = (actionId: string) =>
 async function publishIntent(
   profileId: string,
   actionId: string,
-  over: { notAfterMs?: number; msgID?: string; channel?: string } = {},
+  over: { notAfterMs?: number; msgID?: string; channel?: string; intendedAtMs?: number } = {},
 ) {
-  const now = Date.now();
+  const now = over.intendedAtMs ?? Date.now();
   const i = create(IntentSchema, {
     actionId,
     workspace: "ws",
@@ -371,6 +373,41 @@ describe("suppression", () => {
     });
   });
 
+  it("withdraws, here and at every channel, what was intended for the profiles merged into the one a cancellation names", async () => {
+    // The cart was filled anonymously (p_cart_anon); the login merged it into p_cart_user.
+    identity.profiles.get("p_cart_user")!.mergedFrom = ["p_cart_anon"];
+    identity.mergedInto.set("p_cart_anon", "p_cart_user");
+    const intendedAtMs = Date.now() - 60_000;
+    const cancelledAtMs = Date.now() - 1000;
+    const c = create(CancellationSchema, {
+      cancellationId: "ws:cart:p_cart_user:exit",
+      workspace: "ws",
+      profileId: "p_cart_user",
+      cancelKeys: ["journey:welcome:p_cart_user"],
+      reason: "exit welcome: event Order Completed",
+      cancelledAt: timestampFromMs(cancelledAtMs),
+      profileVersion: 1n,
+    });
+    await jetstream(nc).publish(subjects.cancels("ws"), toBinary(CancellationSchema, c), {
+      msgID: c.cancellationId,
+    });
+    // An action already handed to a channel under the merged-away id is withdrawn there...
+    const cancellations = await Cancellations.open(nc);
+    const mark = await waitFor(() =>
+      cancellations.cancelling("ws", "p_cart_anon", ["journey:welcome:p_cart_anon"], intendedAtMs),
+    );
+    expect(mark.mark).toEqual({ atMs: cancelledAtMs, reason: "exit welcome: event Order Completed" });
+    // ...and one intended before the cancellation that reaches suppression only now is cancelled.
+    await publishIntent("p_cart_anon", "act_cart_anon", { intendedAtMs });
+    expect((await outcome("act_cart_anon")).msg).toMatchObject({
+      status: OutcomeStatus.CANCELLED,
+      reason: "cancelled",
+    });
+    // Intended after it, an action goes ahead.
+    await publishIntent("p_cart_anon", "act_cart_anon_later");
+    expect(await dispatchOf("act_cart_anon_later")).toHaveLength(1);
+  });
+
   it("dead-letters an intent for a channel that is not configured", async () => {
     await publishIntent("p_ok", "act_pigeon", { channel: "pigeon" });
     const dl = await waitFor(
@@ -390,6 +427,7 @@ describe("suppression", () => {
       profileId: "p-erased",
       version: 9n,
       deleted: true,
+      mergedFrom: ["p-erased-anon"],
     });
     await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, deleted), {
       msgID: "ws:p-erased:9",
@@ -397,5 +435,10 @@ describe("suppression", () => {
     const cancellations = await Cancellations.open(nc);
     const mark = await waitFor(() => cancellations.cancelling("ws", "p-erased", [PROFILE_DELETED_KEY], 0));
     expect(mark.mark.reason).toBe("profile_deleted");
+    // What was intended for a profile merged into theirs keeps that profile's id: withdrawn as well.
+    const merged = await waitFor(() =>
+      cancellations.cancelling("ws", "p-erased-anon", [PROFILE_DELETED_KEY], 0),
+    );
+    expect(merged.mark.reason).toBe("profile_deleted");
   });
 });
