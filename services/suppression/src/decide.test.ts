@@ -2,6 +2,7 @@ import { describe, expect, it } from "vitest";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import type { JsonObject } from "@bufbuild/protobuf";
 import {
+  afterUnmerge,
   applicableConsent,
   cancellationTargets,
   capDay,
@@ -406,6 +407,36 @@ describe("dueAtOf", () => {
     });
     expect(mergeContacts(later, merged).consent["email|"]?.source).toBe("re-opt-in");
     expect(survivor.consent["email|"]?.granted).toBe(true);
+  });
+
+  it("split apart by an unmerge: every withdrawal either customer made stands, no grant made by then", () => {
+    const withdrew = { purpose: "", granted: false, source: "unsubscribe link", atMs: NOW - 5 * H };
+    const granted = { purpose: "", granted: true, source: "preference centre", atMs: NOW - 2 * H };
+    // One customer withdrew; the other's later grant won in the merged record.
+    const merged = mergeContacts(
+      contact({ consent: { "email|": granted }, sent: sent(1, NOW - H) }),
+      contact({
+        consent: { "email|": withdrew, "sms|marketing": { ...granted, purpose: "marketing" } },
+        cancelled: { "journey:a:p": { atMs: NOW - H, reason: "order" } },
+      }),
+    );
+    expect(merged.consent["email|"]).toEqual(granted);
+    expect(merged.withdrawn).toEqual({ "email|": withdrew });
+    const unmergedAt = NOW - H / 2;
+    const split = afterUnmerge(merged, unmergedAt);
+    expect(split.consent).toEqual({ "email|": withdrew });
+    expect(decide(intent, profile(), split, [], policy(), NOW)).toMatchObject({
+      kind: "suppress",
+      reason: "opted_out",
+    });
+    // Sends stay counted and cancellations stay; applying it again changes nothing.
+    expect(split.sent).toEqual(merged.sent);
+    expect(split.cancelled).toEqual(merged.cancelled);
+    expect(afterUnmerge(split, unmergedAt)).toEqual(split);
+    // A grant made after the unmerge is the customer's own: kept, also by a repeat.
+    const regranted = withConsent(split, "email", { ...granted, atMs: NOW });
+    expect(afterUnmerge(regranted, unmergedAt).consent["email|"]).toEqual({ ...granted, atMs: NOW });
+    expect(regranted.withdrawn).toEqual({ "email|": withdrew });
   });
 });
 

@@ -74,6 +74,12 @@ export interface ContactState {
   sent: SentEntry[];
   /** Cancel key → when it was cancelled (kept 8 days). */
   cancelled: Record<string, { atMs: number; reason: string }>;
+  /**
+   * `<channel>|<purpose>` → the latest withdrawal recorded, even one a later grant replaced in
+   * `consent`. Not read by decisions: an unmerge (`afterUnmerge`), which cannot tell whose statements
+   * a merged record holds, keeps every withdrawal either customer made.
+   */
+  withdrawn?: Record<string, ConsentRecord>;
 }
 
 export const emptyContact = (): ContactState => ({ consent: {}, sent: [], cancelled: {} });
@@ -392,8 +398,42 @@ export function cancellationTargets(
 export function withConsent(contact: ContactState, channel: string, r: ConsentRecord): ContactState {
   const key = `${channel}|${r.purpose}`;
   const prev = contact.consent[key];
-  if (prev !== undefined && prev.atMs > r.atMs) return contact;
-  return { ...contact, consent: { ...contact.consent, [key]: r } };
+  const out = withWithdrawal(contact, key, r);
+  if (prev !== undefined && prev.atMs > r.atMs) return out;
+  return { ...out, consent: { ...out.consent, [key]: r } };
+}
+
+/** `contact` remembering `r` under `withdrawn` when it is a withdrawal later than the one held. */
+function withWithdrawal(contact: ContactState, key: string, r: ConsentRecord): ContactState {
+  if (r.granted) return contact;
+  const prev = contact.withdrawn?.[key];
+  if (prev !== undefined && prev.atMs >= r.atMs) return contact;
+  return { ...contact, withdrawn: { ...contact.withdrawn, [key]: r } };
+}
+
+/**
+ * A record as it stands after an unmerge at `atMs` split apart the customers it was merged from
+ * (given to both profiles): which of them said what cannot be told, so every withdrawal either made
+ * stands and no grant made by then does (a channel that needs consent waits for a new one; traits
+ * still speak for their own profile). Sends stay counted and cancellations stay. What was said after
+ * the unmerge is kept, so applying it again (a redelivery) changes nothing.
+ */
+export function afterUnmerge(contact: ContactState, atMs: number): ContactState {
+  const withdrawn = { ...contact.withdrawn };
+  for (const [key, r] of Object.entries(contact.consent)) {
+    const prev = withdrawn[key];
+    if (!r.granted && (prev === undefined || prev.atMs < r.atMs)) withdrawn[key] = r;
+  }
+  const consent: Record<string, ConsentRecord> = {};
+  for (const key of new Set([...Object.keys(contact.consent), ...Object.keys(withdrawn)])) {
+    const r = contact.consent[key];
+    const w = withdrawn[key];
+    if (r !== undefined && r.granted && r.atMs > atMs) consent[key] = r;
+    else if (w !== undefined) consent[key] = w;
+  }
+  const out: ContactState = { ...contact, consent };
+  if (Object.keys(withdrawn).length > 0) out.withdrawn = withdrawn;
+  return out;
 }
 
 /**
@@ -408,6 +448,13 @@ export function mergeContacts(survivor: ContactState, merged: ContactState): Con
     const prev = out.consent[key];
     if (prev === undefined || prev.atMs < r.atMs) out.consent[key] = r;
   }
+  // A withdrawal the later statement replaces is still remembered (for an unmerge).
+  for (const [key, r] of [
+    ...Object.entries(survivor.consent),
+    ...Object.entries(merged.consent),
+    ...Object.entries(merged.withdrawn ?? {}),
+  ])
+    out = withWithdrawal(out, key, r);
   if (
     merged.preferences !== undefined &&
     (out.preferences === undefined || out.preferences.atMs < merged.preferences.atMs)

@@ -60,6 +60,7 @@ import {
 import {
   decide,
   dueAtOf,
+  afterUnmerge,
   cancellationTargets,
   mergeContacts,
   withCancelled,
@@ -711,6 +712,22 @@ export async function startSuppression(
       }
     };
     /**
+     * An unmerge split `restored` back off `survivor`: the merged record both were judged by is
+     * given to each as `afterUnmerge` keeps it (every withdrawal either customer made stands, no grant
+     * made by then does; sends and cancellations stay), the restored profile's first. Safe to run
+     * again: what was said after the unmerge is kept.
+     */
+    const splitApart = async (ws: string, restored: string, survivor: string, atMs: number) => {
+      const { state } = await stores.contact(ws, survivor, { fresh: true });
+      await lock.run(profileLock(ws, restored), () =>
+        stores.updateContact(ws, restored, (s) => afterUnmerge(mergeContacts(s, state), atMs)),
+      );
+      await lock.run(profileLock(ws, survivor), () =>
+        stores.updateContact(ws, survivor, (s) => afterUnmerge(s, atMs)),
+      );
+      unmergedRecords.inc();
+    };
+    /**
      * Whose record a statement about `profileId` goes to: the survivor, when it was merged away
      * (asked of identity itself, not of the local view, which may not have seen the merge yet).
      * When identity cannot answer, the statement is recorded as addressed: a withdrawal of consent
@@ -728,6 +745,11 @@ export async function startSuppression(
     const mergedRecords = new Counter({
       name: "kairos_suppression_merged_records_total",
       help: "Contact records of merged-away profiles joined into their survivor's.",
+      registers,
+    });
+    const unmergedRecords = new Counter({
+      name: "kairos_suppression_unmerged_records_total",
+      help: "Contact records split apart by an unmerge (withdrawals kept for both, grants dropped).",
       registers,
     });
     const deletions = new Counter({
@@ -748,6 +770,10 @@ export async function startSuppression(
         }
         if (change.mergedFrom.length > 0)
           await adoptMerged(change.workspace, change.profileId, change.mergedFrom);
+        if (change.unmergedFrom !== "") {
+          const atMs = change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt);
+          await splitApart(change.workspace, change.profileId, change.unmergedFrom, atMs);
+        }
         const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
         for (const [i, rule] of rules.entries()) {
           if (rule.event !== change.eventName || change.eventName === "") continue;

@@ -62,6 +62,8 @@ const fixtures: [string, JsonObject][] = [
   ["p_anon", {}],
   ["p_known", {}],
   ["p_cart_user", {}],
+  ["p_split_a", {}],
+  ["p_split_b", {}],
 ];
 
 let server: NatsServer;
@@ -357,6 +359,60 @@ describe("suppression", () => {
       // A statement made afterwards under the merged-away id reaches the survivor's record.
       await client.setConsent({ ...q, profileId: "p_anon", purpose: "", granted: true, source: "re-opt-in" });
       expect((await client.check({ ...q, profileId: "p_joined" })).decision).toBe(Decision.ALLOW);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("keeps each customer's withdrawal for both profiles an unmerge splits apart, and no grant made by then", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    const q = { workspace: "ws", channel: "email", purpose: "marketing" };
+    const publishChange = async (profileId: string, version: bigint, over: object) => {
+      const c = create(ProfileChangedSchema, { workspace: "ws", profileId, version, ...over });
+      await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, c), {
+        msgID: `ws:${profileId}:${version}`,
+      });
+    };
+    try {
+      // One customer unsubscribed; identity wrongly merged them into another, who then signed up.
+      await client.setConsent({
+        ...q,
+        profileId: "p_split_a",
+        purpose: "",
+        granted: false,
+        source: "unsubscribe",
+      });
+      identity.mergedInto.set("p_split_a", "p_split_b");
+      await publishChange("p_split_b", 2n, { mergedFrom: ["p_split_a"] });
+      await waitFor(
+        async () => (await client.check({ ...q, profileId: "p_split_b" })).reason === "opted_out",
+      );
+      await client.setConsent({ ...q, profileId: "p_split_b", purpose: "", granted: true, source: "signup" });
+      expect((await client.check({ ...q, profileId: "p_split_b" })).decision).toBe(Decision.ALLOW);
+      // The unmerge: identity answers each with itself again, and announces the split-off profile.
+      identity.mergedInto.delete("p_split_a");
+      await publishChange("p_split_b", 3n, {});
+      await publishChange("p_split_a", 3n, {
+        unmergedFrom: "p_split_b",
+        eventReceivedAt: timestampFromMs(Date.now()),
+      });
+      // Whose statements they were cannot be told: the withdrawal stands for both, the grant for neither.
+      for (const profileId of ["p_split_a", "p_split_b"]) {
+        const answer = await waitFor(async () => {
+          const a = await client.check({ ...q, profileId });
+          return a.reason === "opted_out" ? a : undefined;
+        });
+        expect(answer.detail).toBe("consent withdrawn (unsubscribe)");
+      }
+      // Said again after the unmerge, a grant is the customer's own.
+      await client.setConsent({
+        ...q,
+        profileId: "p_split_b",
+        purpose: "",
+        granted: true,
+        source: "re-signup",
+      });
+      expect((await client.check({ ...q, profileId: "p_split_b" })).decision).toBe(Decision.ALLOW);
     } finally {
       client.close();
     }
