@@ -14,7 +14,7 @@ import { NatsServer } from "@kairos/testkit";
 import { Resolver } from "./resolver.js";
 import { beforeWrites, gate } from "./test-stores.js";
 import { KvProfileStore, type ProfileStore } from "./store.js";
-import { profileIdFor, tombstone } from "./profile-record.js";
+import { profileIdFor, tombstone, type ProfileRecord } from "./profile-record.js";
 import { compileRules } from "./identity-rules.js";
 import { computedValues } from "./computed.js";
 import { computedTraitSchema } from "@kairos/mesh-config";
@@ -97,10 +97,11 @@ describe("a claim taken over from a slow writer", () => {
     const byAnon = await second.find("ws", { type: "anonymous_id", value: "anon-f" });
     expect(byAnon?.value.profileId).toBe(byUser?.value.profileId);
     expect(byUser?.value.traits).toMatchObject({ plan: "basic", city: "Paris", first_name: "Ada" });
-    // The slow writer's profile is merged, not left where nothing leads (with the event applied twice).
+    // The slow writer's profile is not left where nothing leads (with the event applied twice): it
+    // was never created (a stand-in took its id), and the event went to the customer's profile.
     const slowProfile = profileIdFor("ws", { type: "user_id", value: "user-f" });
     expect((await second.live("ws", slowProfile))?.value.profileId).toBe(byUser?.value.profileId);
-    expect(byUser?.value.mergedFrom).toContain(slowProfile);
+    expect((await store.getProfile("ws", slowProfile))?.value.neverWritten).toBe(true);
   });
 });
 
@@ -446,5 +447,80 @@ describe("the limits across writers", () => {
     expect(new Set(holders).size).toBe(1);
     const byEmail = await resolver.find("ws", { type: "email", value: "s@example.org" });
     expect(byEmail?.value.profileId).toBe(holders[0]);
+  });
+});
+
+describe("a new profile's writer stalled past the takeover time", () => {
+  // A writer claimed a user id and an email for a new profile, then stalled before writing it;
+  // meanwhile two other writers took the claims over onto two existing profiles. The stalled writer
+  // then created its profile all the same: both identifiers on two live profiles, and its retry
+  // applied the event a second time. The first taker now puts a stand-in at the unwritten id.
+  it("cannot create its profile once its claims were taken over, and applies the event once", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    await resolver.resolve(event({ userId: "nw-u1" }));
+    await resolver.resolve(event({ anonymousId: "nw-a5" }));
+    const { store: slow, held, release } = holding(store);
+    const stalled = new Resolver(slow, Date.now, undefined, undefined, { staleClaimMs: 0 });
+    const taker = new Resolver(store, Date.now, undefined, undefined, { staleClaimMs: 0 });
+    const e = event({ userId: "nw-u2", traits: { email: "nw@example.org" } });
+    const stalledOne = stalled.resolve(e);
+    await held;
+    await taker.resolve(event({ userId: "nw-u1", traits: { email: "nw@example.org" } }));
+    await taker.resolve(event({ userId: "nw-u2", anonymousId: "nw-a5" }));
+    release();
+    const r = await stalledOne;
+    expect(r.kind).toBe("applied");
+
+    // Each identifier on one live profile, and the event on one.
+    const holders = new Map<string, string>();
+    for (const [type, value] of [
+      ["user_id", "nw-u1"],
+      ["user_id", "nw-u2"],
+      ["email", "nw@example.org"],
+      ["anonymous_id", "nw-a5"],
+    ] as const) {
+      const p = (await resolver.find("ws", { type, value }))!.value;
+      holders.set(p.profileId, JSON.stringify(p));
+    }
+    // Where the stalled writer's profile would have been: no live profile (no index entry leads
+    // there), but the stand-in, holding nothing.
+    const unwritten = await store.getProfile("ws", profileIdFor("ws", { type: "user_id", value: "nw-u2" }));
+    if (unwritten !== undefined && unwritten.value.mergedInto === undefined)
+      holders.set(unwritten.value.profileId, JSON.stringify(unwritten.value));
+    const live = [...holders.values()].map((j) => JSON.parse(j) as ProfileRecord);
+    for (const id of ["nw-u1", "nw-u2", "nw@example.org", "nw-a5"])
+      expect(live.filter((p) => p.identifiers.some((i) => i.value === id))).toHaveLength(1);
+    expect(live.filter((p) => p.applied.some((a) => a.eventId === e.messageId))).toHaveLength(1);
+    expect(unwritten?.value).toMatchObject({ neverWritten: true, identifiers: [], applied: [] });
+  });
+});
+
+describe("an alias whose previous id is its own anonymous id", () => {
+  // The user's profile exists, and the anonymous id's entry is a claim left on it (released by a
+  // write that lost): the alias claimed that identifier twice at once for the profile, conflicted
+  // with itself, and did so on every attempt until the event was given up.
+  it("claims it once and is applied", async () => {
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store);
+    const user = await resolver.resolve(event({ userId: "al-user" }));
+    if (user.kind === "suppressed") throw new Error("suppressed");
+    await store.link(
+      "ws",
+      { type: "anonymous_id", value: "al-a1" },
+      { profileId: user.profile.profileId, claimedAt: 0 },
+      0,
+    );
+    const r = await resolver.resolve(
+      event({ type: EventType.ALIAS, userId: "al-user", anonymousId: "al-a1", previousId: "al-a1" }),
+    );
+    expect(r.kind).toBe("applied");
+    const p = await resolver.find("ws", { type: "anonymous_id", value: "al-a1" });
+    expect(p?.value.identifiers).toEqual(
+      expect.arrayContaining([
+        { type: "user_id", value: "al-user" },
+        { type: "anonymous_id", value: "al-a1" },
+      ]),
+    );
   });
 });

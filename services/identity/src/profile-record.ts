@@ -67,6 +67,11 @@ export interface ProfileRecord {
   /** Set when this profile was merged into another: lookups follow it. */
   mergedInto?: string;
   /**
+   * Set on a stand-in (`standIn`): a profile never written, whose claims another writer took over;
+   * created at its id so that its writer, stalled rather than dead, cannot create it any more.
+   */
+  neverWritten?: true;
+  /**
    * Profiles a merge into this one is retiring: written before it retires them, each kept until
    * it is merged here (or brought back), so that an erasure finds them should the merge stop.
    */
@@ -337,4 +342,14 @@ export function splitOff(
 /** The tombstone left where a merged profile was. */
 export function tombstone(loser: ProfileRecord, survivorId: string, nowMs: number): ProfileRecord {
   return { ...loser, mergedInto: survivorId, updatedAtMs: nowMs };
+}
+
+/**
+ * What takes the place of a profile whose writer claimed identifiers for it and was presumed dead
+ * before writing it: created at its id by the writer taking the claims over, leading to that
+ * writer's profile (like a tombstone, holding nothing), so that the first writer, should it only
+ * have stalled, fails to create the profile and tries again.
+ */
+export function standIn(workspace: string, profileId: string, takenBy: string, nowMs: number): ProfileRecord {
+  return { ...newProfile(workspace, profileId, nowMs), mergedInto: takenBy, neverWritten: true };
 }

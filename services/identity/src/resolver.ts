@@ -17,6 +17,7 @@ import {
   newProfile,
   pickSurvivor,
   profileIdFor,
+  standIn,
   tombstone,
   type Ident,
   type ProfileRecord,
@@ -167,7 +168,7 @@ export class Resolver {
         const unabsorbed = passed
           // Nor by a later tombstone on the way, which brings it along (two stopped merges in a row).
           .filter((t, i) => !passed.slice(i + 1).some((u) => u.value.mergedFrom.includes(t.value.profileId)))
-          .filter((t) => !held.has(t.value.profileId))
+          .filter((t) => !held.has(t.value.profileId) && t.value.neverWritten !== true)
           .map((tomb) => ({ tomb, into: p }));
         return { profile: p, unabsorbed, dead: [] };
       }
@@ -298,10 +299,15 @@ export class Resolver {
         if ([p, ...unabsorbed.map((u) => u.tomb), ...dead].some((x) => x?.value.erasing !== undefined))
           throw new WriteConflict(`profile ${e.value.profileId} (being erased)`);
         // Retired into a profile that is gone: the merge never completed; the profile comes back
-        // (one at a time: the resolution starts again after each).
-        const [gone] = dead;
+        // (one at a time: the resolution starts again after each). A stand-in holds nothing to
+        // bring back.
+        const gone = dead.find((t) => t.value.neverWritten !== true);
         if (gone !== undefined) await this.restore(gone, undefined, "its survivor is gone");
-        if (p === undefined) return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        if (p === undefined) {
+          // Through a stand-in to a profile gone since (erased): a claim no write is coming for.
+          if (dead.length > 0) return { claimedFor: e.value.profileId, claimedAt: 0 };
+          return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
+        }
         // Leading to a profile that does not hold it (nor does a retired one on the way): claimed
         // for it by a writer that has not written it yet (or never will: its write lost, perhaps
         // to a merge that retired the profile since). Not a member.
@@ -396,7 +402,10 @@ export class Resolver {
     if (event.type === EventType.ALIAS && event.previousId !== "") {
       // Found: it leads to a profile that holds it (an entry that is only a claim does not count).
       const aliasFound = live.slice(eventIds.length).some((l) => l.profile !== undefined);
-      if (!aliasFound && aliasFits) ids.push({ type: "anonymous_id", value: event.previousId });
+      const previous = { type: "anonymous_id", value: event.previousId };
+      // (Once: an alias whose previous id is its own anonymous id would claim it twice at once and
+      // conflict with itself on every attempt.)
+      if (!aliasFound && aliasFits && !ids.some((i) => sameIdent(i, previous))) ids.push(previous);
     }
     if (waitForClaim || (freshClaims.size > 0 && (found.size > 0 || pending.size > 1))) {
       // Another writer claimed one of these identifiers and is about to write its profile.
@@ -523,6 +532,18 @@ export class Resolver {
       if (claimsTaken.has(x) && !found.has(x) && x !== record.profileId) claimedOn.set(x, l.on);
     }
     for (const x of claimedOn.values()) await this.store.putProfile(x.value, x.revision);
+    // A claim taken over for a profile never written (its writer presumed dead): a stand-in is
+    // created at that profile's id, leading here, so that the writer, should it only have stalled,
+    // fails to create it and tries again (rather than leave the identifiers on two profiles and the
+    // event applied twice). Created only if absent: a writer that has written it meanwhile makes this
+    // resolution start again and find it. It leads to a profile that exists (an existing one before
+    // its claims are taken, a new one once written), so stand-ins never lead to one another.
+    const standIns = async () => {
+      for (const x of pending) {
+        if (x !== record.profileId) await this.store.putProfile(standIn(ws, x, record.profileId, now), 0);
+      }
+    };
+    if (s.revision !== 0) await standIns();
     const claimedAt = this.clock();
     if (s.revision === 0) {
       // A new profile: its identifiers are claimed first, so that two writers starting profiles
@@ -540,6 +561,7 @@ export class Resolver {
         await this.release(ws, record.profileId, made, ownLinks);
         throw e;
       }
+      await standIns();
       // Another writer may take a claim over once it looks stale; a writer this quick gave nobody
       // the chance (half the window, for clocks that differ between replicas).
       const stale = this.opts.staleClaimMs ?? STALE_CLAIM_MS;
@@ -628,8 +650,8 @@ export class Resolver {
    * no profile holds yet: those without an index entry (created), and those whose entry is a claim
    * this resolution takes over (`taking`: its own, or a stale one), compare-and-set on the entry as
    * read. Two writers taking over one claim for two profiles meet here: one of them retries. (A
-   * writer stalled past the takeover time between its claim and its profile write is not caught:
-   * see the README.)
+   * writer stalled past the takeover time between its claim and its profile write fails that write:
+   * the profile it claimed for was rewritten, or a stand-in created at its id, by the taker.)
    */
   private async claim(
     ws: string,
