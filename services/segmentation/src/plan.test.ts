@@ -9,9 +9,10 @@ import {
   emptyState,
   evaluate,
   hasJourneys,
+  journeysToHandOver,
   renderPayload,
+  restoredState,
   withJourneysOf,
-  withoutJourneys,
 } from "./plan.js";
 
 const mesh = parseMeshConfig(`
@@ -189,18 +190,21 @@ channels:
   });
 
   it("carries a merged-away profile's journey to its survivor, whose purchase then exits it", () => {
-    // The cart was filled anonymously; the login merged that profile into the customer's older one.
+    // The cart was filled anonymously; the login (the survivor's change 8) merged that profile into
+    // the customer's older one.
     const anon = evaluate(cart, added(1), emptyState(), 0).next;
     const customer = evaluate(cart, change(7, { name: "Ada" }), emptyState(), 0).next;
     expect(hasJourneys(customer)).toBe(false);
     expect(hasJourneys(anon)).toBe(true);
-    const joined = withJourneysOf(customer, anon);
+    const handed = journeysToHandOver(cart, customer, anon, "p-anon", 8);
+    expect(handed).toEqual(["abandoned-cart"]);
+    const joined = withJourneysOf(customer, anon, "p-anon", handed);
     expect(joined).toMatchObject({ version: 7, inJourney: anon.inJourney, members: customer.members });
-    // Handed over again after a crash: nothing more changes.
-    expect(withJourneysOf(joined, anon)).toEqual(joined);
+    // Handed over again after a stop: the same journeys, and nothing more changes.
+    expect(journeysToHandOver(cart, joined, anon, "p-anon", 8)).toEqual(handed);
+    expect(withJourneysOf(joined, anon, "p-anon", handed)).toEqual(joined);
     // The merged-away profile's removal exits nothing: its journey went to the survivor.
-    const left = withoutJourneys(anon);
-    expect(hasJourneys(left)).toBe(false);
+    const left = { ...anon, handedOver: handed };
     expect(evaluate(cart, change(99, {}, { deleted: true }), left, 10).plan.exits).toBeUndefined();
     const bought = evaluate(
       cart,
@@ -211,22 +215,59 @@ channels:
     expect(bought.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "event Order Completed" }]);
   });
 
-  it("joins what either profile started or finished: the later time, every once-journey", () => {
-    const a = { ...emptyState(), firedOnce: ["welcome"], inJourney: { j: 50 }, lastStarted: { k: 5 } };
-    const b = {
-      ...emptyState(),
-      firedOnce: ["intro", "welcome"],
-      inJourney: { j: 80, m: 9 },
-      exitedAt: { x: 3 },
-    };
-    expect(withJourneysOf(a, b)).toEqual({
-      ...emptyState(),
-      firedOnce: ["welcome", "intro"],
-      inJourney: { j: 80, m: 9 },
-      lastStarted: { k: 5 },
-      exitedAt: { x: 3 },
-    });
-    expect(withJourneysOf(b, a).inJourney).toEqual({ j: 80, m: 9 });
+  it("hands over nothing to a survivor evaluated past the merge: the journey is cancelled instead", () => {
+    // The purchase (change 9) was decided before the merge (change 8) came by, without the cart.
+    const anon = evaluate(cart, added(1), emptyState(), 0).next;
+    const customer = evaluate(cart, change(9, {}, { eventName: "Order Completed" }), emptyState(), 0).next;
+    const handed = journeysToHandOver(cart, customer, anon, "p-anon", 8);
+    expect(handed).toEqual([]);
+    expect(withJourneysOf(customer, anon, "p-anon", handed).inJourney).toBeUndefined();
+    const removed = evaluate(cart, change(99, {}, { deleted: true }), { ...anon, handedOver: handed }, 10);
+    expect(removed.plan.exits).toEqual([{ journey: "abandoned-cart", reason: "profile_deleted" }]);
+  });
+
+  it("keeps one start per customer of a journey both profiles are in, but of a reentry: every one", () => {
+    const twice = compileWorkspace(
+      parseMeshConfig(`
+workspaces:
+  - id: ws
+    journeys:
+      - { name: cart, trigger: { event: Product Added }, wait: 1h, reentry: every, exit: [{ event: Order Completed }], action: { channel: webhook } }
+      - { name: intro, trigger: { event: Product Added }, wait: 1d, reentry: once, exit: [{ event: Order Completed }], action: { channel: webhook } }
+      - { name: tips, trigger: { event: Tip }, wait: 1d, reentry: { oncePer: 7d }, exit: [{ event: Order Completed }], action: { channel: webhook } }
+channels:
+  - { name: webhook, mode: inspire, freshnessSlo: 30s, webhook: { url: "http://127.0.0.1:1/x" } }
+`).workspaces[0]!,
+    );
+    const anon = evaluate(twice, change(1, {}, { eventName: "Tip" }), emptyState(), 0).next;
+    const both = evaluate(twice, added(2), anon, 0).next;
+    const customer = evaluate(twice, added(3), emptyState(), 5).next;
+    expect(journeysToHandOver(twice, customer, both, "p-anon", 4).sort()).toEqual(["cart", "tips"]);
+    const joined = withJourneysOf(customer, both, "p-anon", ["cart", "tips"]);
+    expect(joined.firedOnce).toEqual(["intro"]);
+    expect(Object.keys(joined.lastStarted ?? {}).sort()).toEqual(["tips"]);
+    // The merged-away profile's own start of `intro` is cancelled with it; the survivor's stays.
+    const removed = evaluate(
+      twice,
+      change(99, {}, { deleted: true }),
+      { ...both, handedOver: ["cart", "tips"] },
+      10,
+    );
+    expect(removed.plan.exits).toEqual([{ journey: "intro", reason: "profile_deleted" }]);
+  });
+
+  it("gives a profile split back off its survivor the journeys still pending for it", () => {
+    const anon = evaluate(cart, added(1), emptyState(), 0).next;
+    const merged = evaluate(
+      cart,
+      change(99, {}, { deleted: true }),
+      { ...anon, handedOver: ["abandoned-cart"] },
+      10,
+    ).next;
+    const restored = restoredState(merged, 20);
+    expect(restored).toMatchObject({ version: 0, members: {}, inJourney: anon.inJourney });
+    expect(restored.handedOver).toBeUndefined();
+    expect(restoredState(merged, 3_600_000 + 86_400_000 + 1).inJourney).toBeUndefined();
   });
 
   it("forgets a journey whose action is past its deadline", () => {

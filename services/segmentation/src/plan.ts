@@ -78,6 +78,10 @@ export interface MembershipState {
   dates?: Record<string, number>;
   /** What the evaluation of `version` produced, re-published if its delivery is repeated. */
   last: Plan | undefined;
+  /** On a survivor: per profile merged into it, the journeys that profile handed over. */
+  handedFrom?: Record<string, string[]>;
+  /** On a merged-away profile: the journeys it handed to its survivor; its removal does not exit them. */
+  handedOver?: string[];
 }
 
 export interface Transition {
@@ -129,46 +133,86 @@ export const emptyState = (): MembershipState => ({
 });
 
 /**
- * A merged-away profile's journeys carried over to its survivor: the customer is still in them (a
- * reminder intended before the login still goes, and the survivor's exit cancels it: suppression
- * reaches the actions of the profiles merged into the one a cancellation names), and what they
- * started or finished counts for the customer (`once`, `oncePer`, a branch journey's exit).
- * Memberships, dates and the version stay the survivor's: its own change re-evaluates them.
- * Idempotent, so a merge handed over again after a crash changes nothing more.
+ * Which of a merged-away profile's pending journeys go to its survivor in a merge (the survivor's
+ * change at `mergeVersion`): each one it is in, unless the survivor is in it too and it is not
+ * `reentry: every` (once per customer: the merged-away profile's is cancelled). None when the
+ * survivor was already evaluated past the merge (its later change, a purchase perhaps, was decided
+ * without them): they are cancelled with the merged-away profile, never sent after a purchase.
+ * Asked again (a redelivery, a stop in between), the answer first given, kept on the survivor.
  */
-export function withJourneysOf(survivor: MembershipState, merged: MembershipState): MembershipState {
-  const later = (a: Record<string, number> | undefined, b: Record<string, number> | undefined) => {
+export function journeysToHandOver(
+  ws: CompiledWorkspace,
+  survivor: MembershipState,
+  merged: MembershipState,
+  mergedId: string,
+  mergeVersion: number,
+): string[] {
+  const given = survivor.handedFrom?.[mergedId];
+  if (given !== undefined) return given;
+  if (survivor.version > mergeVersion) return [];
+  return Object.keys(merged.inJourney ?? {}).filter((name) => {
+    if (survivor.inJourney?.[name] === undefined) return true;
+    return ws.config.journeys.find((j) => j.name === name)?.reentry === "every";
+  });
+}
+
+/**
+ * The survivor with the journeys `handed` over by a merged-away profile (`journeysToHandOver`): the
+ * customer is still in them (a reminder intended before the login still goes, and the survivor's
+ * exit cancels it: suppression reaches the actions of the profiles merged into the one a
+ * cancellation names), and what the merged-away profile started counts for the customer (`once`,
+ * `oncePer`). Its exits stay its own (they stop its own branch steps only). Memberships, dates and
+ * the version stay the survivor's: its own change re-evaluates them. Idempotent.
+ */
+export function withJourneysOf(
+  survivor: MembershipState,
+  merged: MembershipState,
+  mergedId: string,
+  handed: readonly string[],
+): MembershipState {
+  const later = (a: Record<string, number> | undefined, b: Record<string, number>) => {
     const out = { ...(a ?? {}) };
-    for (const [k, v] of Object.entries(b ?? {})) out[k] = Math.max(out[k] ?? v, v);
-    return Object.keys(out).length > 0 ? out : undefined;
+    for (const [k, v] of Object.entries(b)) out[k] = Math.max(out[k] ?? v, v);
+    return out;
   };
+  const inJourney = later(
+    survivor.inJourney,
+    Object.fromEntries(Object.entries(merged.inJourney ?? {}).filter(([name]) => handed.includes(name))),
+  );
+  const lastStarted = later(survivor.lastStarted, merged.lastStarted ?? {});
   const next: MembershipState = {
     ...survivor,
     firedOnce: [...new Set([...survivor.firedOnce, ...merged.firedOnce])],
+    handedFrom: { ...survivor.handedFrom, [mergedId]: [...handed] },
   };
-  const fields = ["inJourney", "lastStarted", "exitedAt"] as const;
-  for (const f of fields) {
-    const v = later(survivor[f], merged[f]);
-    if (v === undefined) delete next[f];
-    else next[f] = v;
-  }
+  if (Object.keys(inJourney).length > 0) next.inJourney = inJourney;
+  if (Object.keys(lastStarted).length > 0) next.lastStarted = lastStarted;
   return next;
 }
 
-/** Whether a profile has journey state for `withJourneysOf` to carry over. */
+/** Whether a profile has journey state for a merge to hand to its survivor. */
 export function hasJourneys(s: MembershipState): boolean {
   return (
     s.firedOnce.length > 0 ||
     Object.keys(s.inJourney ?? {}).length > 0 ||
-    Object.keys(s.lastStarted ?? {}).length > 0 ||
-    Object.keys(s.exitedAt ?? {}).length > 0
+    Object.keys(s.lastStarted ?? {}).length > 0
   );
 }
 
-/** A merged-away profile once its journeys went to the survivor: its removal exits none of them. */
-export function withoutJourneys(s: MembershipState): MembershipState {
-  const { inJourney: _i, lastStarted: _l, exitedAt: _e, ...rest } = s;
-  return { ...rest, firedOnce: [] };
+/**
+ * A profile split back off its survivor (unmerge) starts afresh, but for its journeys: those still
+ * pending for it (handed over or not, none was cancelled by the merge) and what it started.
+ */
+export function restoredState(s: MembershipState, nowMs: number): MembershipState {
+  const next = emptyState();
+  next.firedOnce = [...s.firedOnce];
+  const inJourney = Object.fromEntries(
+    Object.entries(s.inJourney ?? {}).filter(([, until]) => until > nowMs),
+  );
+  if (Object.keys(inJourney).length > 0) next.inJourney = inJourney;
+  if (s.lastStarted !== undefined) next.lastStarted = { ...s.lastStarted };
+  if (s.exitedAt !== undefined) next.exitedAt = { ...s.exitedAt };
+  return next;
 }
 
 /** `act_` + 32 hex of sha256(ws|journey|profile[|trigger]): the same trigger always yields the same action. */
@@ -248,6 +292,8 @@ export function evaluate(
   const exitedAt = { ...(state.exitedAt ?? {}) };
   for (const { journey, rules } of ws.exits) {
     if (inJourney[journey.name] === undefined) continue;
+    // Handed to the survivor in a merge: the customer is still in it there.
+    if (change.deleted && state.handedOver?.includes(journey.name)) continue;
     for (const r of rules) {
       let reason: string | undefined;
       if (change.deleted) reason = "profile_deleted";
@@ -333,6 +379,8 @@ export function evaluate(
   if (Object.keys(lastStarted).length > 0) next.lastStarted = lastStarted;
   if (Object.keys(exitedAt).length > 0) next.exitedAt = exitedAt;
   if (Object.keys(dates).length > 0) next.dates = dates;
+  if (state.handedFrom !== undefined) next.handedFrom = state.handedFrom;
+  if (state.handedOver !== undefined) next.handedOver = state.handedOver;
   return { plan, next, errors };
 }
 

@@ -5,6 +5,7 @@ import { jetstream, jetstreamManager, type JetStreamManager } from "@nats-io/jet
 import { create, fromBinary, toBinary, type DescMessage, type MessageShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import {
+  CancellationSchema,
   IntentSchema,
   MembershipChange,
   ProfileChangedSchema,
@@ -164,5 +165,78 @@ describe("segmentation", () => {
     // Its next change goes on from there.
     await publishChange("p-tablet", 3, { plan: "silver" });
     await waitFor(async () => (await member("p-tablet")).length === 0);
+  });
+});
+
+describe("a merge and the merged-away profile's abandoned cart", () => {
+  const change = async (
+    profileId: string,
+    version: number,
+    over: { event?: string; mergedFrom?: string[]; unmergedFrom?: string } = {},
+  ) => {
+    const c = create(ProfileChangedSchema, {
+      workspace: "demo",
+      profileId,
+      version: BigInt(version),
+      eventId: `${profileId}-e${version}`,
+      eventName: over.event ?? "",
+      eventProperties: over.event === undefined ? {} : { sku: "boots" },
+      mergedFrom: over.mergedFrom ?? [],
+      unmergedFrom: over.unmergedFrom ?? "",
+      eventReceivedAt: timestampFromMs(Date.now()),
+      profile: { workspace: "demo", profileId, version: BigInt(version), traits: {} },
+    });
+    await jetstream(nc).publish(subjects.profiles("demo", 0), toBinary(ProfileChangedSchema, c), {
+      msgID: `demo:${profileId}:${version}`,
+    });
+  };
+  const cart = async (profileId: string) =>
+    (await all("INTENTS", IntentSchema)).filter(
+      (i) => i.profileId === profileId && i.journey === "abandoned-cart",
+    );
+  const exits = async (profileId: string) =>
+    (await all("CANCELS", CancellationSchema)).filter(
+      (c) => c.profileId === profileId && c.cancelKeys.includes(`journey:abandoned-cart:${profileId}`),
+    );
+  const cartOf = async (profileId: string) => {
+    await change(profileId, 1, { event: "Product Added" });
+    await waitFor(async () => (await cart(profileId)).length === 1);
+  };
+
+  it("goes with the customer: their purchase after the merge exits it, on the survivor", async () => {
+    await cartOf("p-m-anon");
+    await change("p-m-user", 1);
+    await change("p-m-user", 2, { mergedFrom: ["p-m-anon"] });
+    await change("p-m-user", 3, { event: "Order Completed" });
+    const [exit] = await waitFor(async () => {
+      const x = await exits("p-m-user");
+      return x.length > 0 ? x : undefined;
+    });
+    expect(exit).toMatchObject({ reason: "exit abandoned-cart: event Order Completed", profileVersion: 3n });
+    expect(await exits("p-m-anon")).toEqual([]); // not cancelled by the merge itself
+  });
+
+  it("is cancelled with the merged-away profile when the purchase was decided before the merge came by", async () => {
+    await cartOf("p-o-anon");
+    await change("p-o-user", 1);
+    await change("p-o-user", 3, { event: "Order Completed" }); // evaluated first, without the cart
+    await sleep(500);
+    await change("p-o-user", 2, { mergedFrom: ["p-o-anon"] });
+    const [exit] = await waitFor(async () => {
+      const x = await exits("p-o-anon");
+      return x.length > 0 ? x : undefined;
+    });
+    expect(exit?.reason).toBe("exit abandoned-cart: profile_deleted");
+  });
+
+  it("is given back to the profile an unmerge splits off again", async () => {
+    await cartOf("p-u-anon");
+    await change("p-u-user", 1);
+    await change("p-u-user", 2, { mergedFrom: ["p-u-anon"] });
+    await change("p-u-anon", 2, { unmergedFrom: "p-u-user" });
+    // The split-off profile's own purchase exits its cart again.
+    await change("p-u-anon", 3, { event: "Order Completed" });
+    await waitFor(async () => (await exits("p-u-anon")).length === 1);
+    expect((await exits("p-u-anon"))[0]?.reason).toBe("exit abandoned-cart: event Order Completed");
   });
 });

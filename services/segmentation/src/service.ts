@@ -37,12 +37,12 @@ import {
 import {
   actionIdFor,
   compileWorkspace,
-  emptyState,
   evaluate,
   hasJourneys,
+  journeysToHandOver,
   renderPayload,
+  restoredState,
   withJourneysOf,
-  withoutJourneys,
   type CompiledWorkspace,
   type MembershipState,
   type Plan,
@@ -468,11 +468,17 @@ export async function startSegmentation(
     };
 
     /** Compare-and-set `fn` on a profile's record, read again after another writer's change. */
-    const update = async (ws: string, profileId: string, fn: (s: MembershipState) => MembershipState) => {
+    const update = async (
+      ws: string,
+      profileId: string,
+      fn: (s: MembershipState) => MembershipState | undefined,
+    ) => {
       for (let attempt = 0; ; attempt++) {
         const { state, revision } = await store.get(ws, profileId);
+        const next = fn(state);
+        if (next === undefined) return; // nothing to change
         try {
-          await store.put(ws, profileId, fn(state), revision);
+          await store.put(ws, profileId, next, revision);
           return;
         } catch (e) {
           if (e instanceof WriteConflict && attempt < 10) continue;
@@ -481,18 +487,29 @@ export async function startSegmentation(
       }
     };
     /**
-     * A merged-away profile's journeys go to its survivor (`withJourneysOf`): joined there first, then
-     * taken off the merged-away profile (compare-and-set on what was read), so that a stop in between
-     * joins them again (no change) and its removal afterwards exits none of them. The actions it has
-     * pending keep its id; suppression reaches them through the survivor's cancellations.
+     * A merged-away profile's pending journeys go to its survivor (`journeysToHandOver`): joined
+     * there first, the decision kept on the survivor, then recorded on the merged-away profile
+     * (compare-and-set on what was read), whose removal then exits only the others (cancelled). A
+     * stop in between hands over again, the same journeys. The actions pending keep their ids;
+     * suppression reaches them through the survivor's cancellations.
      */
-    const handOver = async (ws: string, loser: string, survivor: string) => {
+    const handOver = async (
+      ws: CompiledWorkspace,
+      loser: string,
+      survivor: string,
+      mergeVersion: number,
+    ): Promise<void> => {
+      const workspace = ws.config.id;
       for (let attempt = 0; ; attempt++) {
-        const from = await store.get(ws, loser, { fresh: true });
-        if (!hasJourneys(from.state)) return;
-        await update(ws, survivor, (s) => withJourneysOf(s, from.state));
+        const from = await store.get(workspace, loser, { fresh: true });
+        if (!hasJourneys(from.state) || from.state.handedOver !== undefined) return;
+        let handed: string[] = [];
+        await update(workspace, survivor, (s) => {
+          handed = journeysToHandOver(ws, s, from.state, loser, mergeVersion);
+          return withJourneysOf(s, from.state, loser, handed);
+        });
         try {
-          await store.put(ws, loser, withoutJourneys(from.state), from.revision);
+          await store.put(workspace, loser, { ...from.state, handedOver: handed }, from.revision);
           return;
         } catch (e) {
           if (e instanceof WriteConflict && attempt < 10) continue;
@@ -508,7 +525,10 @@ export async function startSegmentation(
         const version = Number(change.version);
         // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
         // exit it made as a merged-away profile.
-        const state = change.unmergedFrom !== "" && got.state.version > version ? emptyState() : got.state;
+        const state =
+          change.unmergedFrom !== "" && got.state.version > version
+            ? restoredState(got.state, clock())
+            : got.state;
         if (version < state.version) return; // older than what we already evaluated
         if (version === state.version && state.last !== undefined) {
           // A repeat (redelivery after a crash): publish the same outputs again.
@@ -562,7 +582,7 @@ export async function startSegmentation(
           for (const loser of change.mergedFrom) {
             if (loser === change.profileId) continue;
             await lock.run(`${change.workspace}|${loser}`, () =>
-              handOver(change.workspace, loser, change.profileId),
+              handOver(ws, loser, change.profileId, Number(change.version)),
             );
           }
           await apply(ws, change);
@@ -582,6 +602,17 @@ export async function startSegmentation(
             );
           }
         });
+        // Split back off its survivor: what it handed over there is its own again (`restoredState`),
+        // and a later merge of the two decides afresh. (Outside this profile's lock: a merge holds
+        // the survivor's, then the merged-away profile's.)
+        if (change.unmergedFrom !== "") {
+          await update(change.workspace, change.unmergedFrom, (s) => {
+            if (s.handedFrom?.[change.profileId] === undefined) return undefined;
+            const { [change.profileId]: _, ...rest } = s.handedFrom;
+            const { handedFrom: _h, ...next } = s;
+            return Object.keys(rest).length > 0 ? { ...next, handedFrom: rest } : next;
+          });
+        }
       },
     });
 

@@ -627,10 +627,20 @@ export async function startSuppression(
       // (the redelivery that then follows applies it again, which changes nothing).
       const [named] = cancellationTargets(c.profileId, c.cancelKeys, []);
       await apply(named!);
+      // The customer's other profiles: merged into this one, or, when this one was merged into another
+      // since, that survivor and everything merged into it (all of them one customer now).
       const profile = await profiles.get(c.workspace, c.profileId, c.profileVersion);
-      if (profile?.profileId !== c.profileId) return;
-      for (const t of cancellationTargets(c.profileId, c.cancelKeys, profile.mergedFrom).slice(1))
-        await apply(t);
+      if (profile === undefined) return;
+      const others = profile.profileId === c.profileId ? [] : [profile.profileId];
+      const targets = cancellationTargets(c.profileId, c.cancelKeys, [...others, ...profile.mergedFrom]);
+      for (const t of targets.slice(1)) await apply(t);
+      // An action intended for any of them is judged against the survivor's record: it holds the keys.
+      if (others.length > 0) {
+        const all = targets.flatMap((t) => t.keys);
+        await lock.run(profileLock(c.workspace, profile.profileId), () =>
+          stores.updateContact(c.workspace, profile.profileId, (s) => withCancelled(s, all, atMs, c.reason)),
+        );
+      }
     };
 
     await runtime.consume(consumers.suppressionCancels, {

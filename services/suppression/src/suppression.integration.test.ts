@@ -64,6 +64,7 @@ const fixtures: [string, JsonObject][] = [
   ["p_cart_user", {}],
   ["p_split_a", {}],
   ["p_split_b", {}],
+  ["p_chain_t", {}],
 ];
 
 let server: NatsServer;
@@ -462,6 +463,35 @@ describe("suppression", () => {
     // Intended after it, an action goes ahead.
     await publishIntent("p_cart_anon", "act_cart_anon_later");
     expect(await dispatchOf("act_cart_anon_later")).toHaveLength(1);
+  });
+
+  it("reaches the customer's other profiles when the one a cancellation names was merged since", async () => {
+    // The cart's profile p_chain_l was merged into p_chain_s, then p_chain_s into p_chain_t, before
+    // the cancellation decided on p_chain_s (its exit) came by.
+    identity.profiles.get("p_chain_t")!.mergedFrom = ["p_chain_s", "p_chain_l"];
+    identity.mergedInto.set("p_chain_s", "p_chain_t");
+    identity.mergedInto.set("p_chain_l", "p_chain_t");
+    const cancelledAtMs = Date.now() - 1000;
+    const c = create(CancellationSchema, {
+      cancellationId: "ws:cart:p_chain_s:exit",
+      workspace: "ws",
+      profileId: "p_chain_s",
+      cancelKeys: ["journey:welcome:p_chain_s"],
+      reason: "exit welcome: event Order Completed",
+      cancelledAt: timestampFromMs(cancelledAtMs),
+      profileVersion: 3n,
+    });
+    await jetstream(nc).publish(subjects.cancels("ws"), toBinary(CancellationSchema, c), {
+      msgID: c.cancellationId,
+    });
+    const cancellations = await Cancellations.open(nc);
+    for (const id of ["p_chain_s", "p_chain_l", "p_chain_t"]) {
+      const mark = await waitFor(() => cancellations.cancelling("ws", id, [`journey:welcome:${id}`], 0));
+      expect(mark.mark.atMs).toBe(cancelledAtMs);
+    }
+    // An intent for the cart's profile that arrives only now is judged against the survivor's record.
+    await publishIntent("p_chain_l", "act_chain_l", { intendedAtMs: cancelledAtMs - 60_000 });
+    expect((await outcome("act_chain_l")).msg).toMatchObject({ status: OutcomeStatus.CANCELLED });
   });
 
   it("dead-letters an intent for a channel that is not configured", async () => {
