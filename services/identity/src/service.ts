@@ -120,6 +120,7 @@ export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.
       identifiers: m.added,
       linkedBy: m.linkedBy ?? [],
     })),
+    splitFrom: p.splitFrom ?? "",
   });
 }
 

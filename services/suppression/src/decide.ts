@@ -80,6 +80,8 @@ export interface ContactState {
    * a merged record holds, keeps every withdrawal either customer made.
    */
   withdrawn?: Record<string, ConsentRecord>;
+  /** Set on the record of a profile an unmerge split off that one, once split (`afterUnmerge`). */
+  splitFrom?: string;
 }
 
 export const emptyContact = (): ContactState => ({ consent: {}, sent: [], cancelled: {} });

@@ -272,6 +272,31 @@ export async function startSuppression(
       return { workspaceTz: ws?.timezone ?? "UTC", channel, workspace: ws?.suppression ?? defaultPolicy };
     };
 
+    const unmergedRecords = new Counter({
+      name: "kairos_suppression_unmerged_records_total",
+      help: "Contact records split apart by an unmerge (withdrawals kept for both, grants dropped).",
+      registers,
+    });
+    /**
+     * An unmerge split `restored` back off `survivor`: the merged record both were judged by is
+     * given to each as `afterUnmerge` keeps it (every withdrawal either customer made stands, no grant
+     * made by then does; sends and cancellations stay), the restored profile's first, marked as
+     * split from the survivor (and not given the survivor's record again). Safe to run again:
+     * what was said after the unmerge is kept. Without
+     * the profiles' locks (compare-and-set): a decision holding one runs it too (`judge`).
+     */
+    const splitApart = async (ws: string, restored: string, survivor: string, atMs: number) => {
+      const { state } = await stores.contact(ws, survivor, { fresh: true });
+      // Once: what the survivor is told after the split is its own, never the restored profile's.
+      await stores.updateContact(ws, restored, (s) =>
+        s.splitFrom === survivor
+          ? s
+          : { ...afterUnmerge(mergeContacts(s, state), atMs), splitFrom: survivor },
+      );
+      await stores.updateContact(ws, survivor, (s) => afterUnmerge(s, atMs));
+      unmergedRecords.inc();
+    };
+
     /**
      * Gathers the facts and decides. With `take`, a dispatch that counts against
      * a cap records itself in the contact record (compare-and-set, re-deciding
@@ -284,10 +309,24 @@ export async function startSuppression(
       const channel = channelOf(q.channel);
       const policy = policyOf(q.workspace, channel);
       // The profile and the contact record are read together (two round trips in parallel).
-      const [profile, first] = await Promise.all([
+      const [profile, firstRead] = await Promise.all([
         profiles.get(q.workspace, q.profileId, q.profileVersion ?? 0n),
         stores.contact(q.workspace, q.profileId),
       ]);
+      let first = firstRead;
+      // Split back off a survivor by an unmerge that this record has not been through yet (its
+      // change not processed yet): done first, so a withdrawal made before the split holds.
+      if (
+        profile !== undefined &&
+        profile.splitFrom !== "" &&
+        profile.profileId === q.profileId &&
+        first.state.splitFrom !== profile.splitFrom
+      ) {
+        // (As of the profile's last update, no earlier than the split: grants made by then drop.)
+        const atMs = profile.updatedAt === undefined ? clock() : timestampMs(profile.updatedAt);
+        await splitApart(q.workspace, q.profileId, profile.splitFrom, atMs);
+        first = await stores.contact(q.workspace, q.profileId, { fresh: true });
+      }
       // After a merge identity answers with the survivor: its record applies.
       const profileId = profile?.profileId || q.profileId;
       const listed = lists.matching(q.workspace, q.channel, profile?.identifiers ?? [], (...a) =>
@@ -722,22 +761,6 @@ export async function startSuppression(
       }
     };
     /**
-     * An unmerge split `restored` back off `survivor`: the merged record both were judged by is
-     * given to each as `afterUnmerge` keeps it (every withdrawal either customer made stands, no grant
-     * made by then does; sends and cancellations stay), the restored profile's first. Safe to run
-     * again: what was said after the unmerge is kept.
-     */
-    const splitApart = async (ws: string, restored: string, survivor: string, atMs: number) => {
-      const { state } = await stores.contact(ws, survivor, { fresh: true });
-      await lock.run(profileLock(ws, restored), () =>
-        stores.updateContact(ws, restored, (s) => afterUnmerge(mergeContacts(s, state), atMs)),
-      );
-      await lock.run(profileLock(ws, survivor), () =>
-        stores.updateContact(ws, survivor, (s) => afterUnmerge(s, atMs)),
-      );
-      unmergedRecords.inc();
-    };
-    /**
      * Whose record a statement about `profileId` goes to: the survivor, when it was merged away
      * (asked of identity itself, not of the local view, which may not have seen the merge yet).
      * When identity cannot answer, the statement is recorded as addressed: a withdrawal of consent
@@ -755,11 +778,6 @@ export async function startSuppression(
     const mergedRecords = new Counter({
       name: "kairos_suppression_merged_records_total",
       help: "Contact records of merged-away profiles joined into their survivor's.",
-      registers,
-    });
-    const unmergedRecords = new Counter({
-      name: "kairos_suppression_unmerged_records_total",
-      help: "Contact records split apart by an unmerge (withdrawals kept for both, grants dropped).",
       registers,
     });
     const deletions = new Counter({

@@ -225,7 +225,10 @@ export class SuppressionStores {
     }
   }
 
-  /** Read, change and write the record, again on a conflict; returns what was written. */
+  /**
+   * Read, change and write the record, again on a conflict; returns what was written (`change`
+   * returning the record it was given writes nothing).
+   */
   async updateContact(
     ws: string,
     profileId: string,
@@ -235,6 +238,7 @@ export class SuppressionStores {
     for (let i = 1; ; i++) {
       const { state, revision } = await this.contact(ws, profileId);
       const next = change(state);
+      if (next === state) return state;
       try {
         await this.putContact(ws, profileId, next, revision);
         return next;

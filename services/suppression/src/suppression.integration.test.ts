@@ -30,7 +30,7 @@ import {
   SuppressionService,
 } from "@kairos/contracts";
 import { Cancellations, createGrpcClient, loadConfig, PROFILE_DELETED_KEY, subjects } from "@kairos/kit";
-import { NatsServer, waitFor } from "@kairos/testkit";
+import { NatsServer, sleep, waitFor } from "@kairos/testkit";
 import type { ContactState } from "./decide.js";
 import { instantOf, wallTime } from "@kairos/kit";
 import { startTestIdentity, testProfile, type TestIdentity } from "./test-identity.js";
@@ -65,6 +65,8 @@ const fixtures: [string, JsonObject][] = [
   ["p_split_a", {}],
   ["p_split_b", {}],
   ["p_chain_t", {}],
+  ["p_early_a", {}],
+  ["p_early_b", {}],
 ];
 
 let server: NatsServer;
@@ -414,6 +416,61 @@ describe("suppression", () => {
         source: "re-signup",
       });
       expect((await client.check({ ...q, profileId: "p_split_b" })).decision).toBe(Decision.ALLOW);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("splits a record apart for a decision that comes before the unmerge's change, once", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    const q = { workspace: "ws", channel: "email", purpose: "marketing" };
+    const consent = (profileId: string, granted: boolean, source: string) =>
+      client.setConsent({ ...q, profileId, purpose: "", granted, source });
+    try {
+      await consent("p_early_a", false, "unsubscribe");
+      identity.mergedInto.set("p_early_a", "p_early_b");
+      const merge = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: "p_early_b",
+        version: 2n,
+        mergedFrom: ["p_early_a"],
+      });
+      await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, merge), {
+        msgID: "ws:p_early_b:2",
+      });
+      await waitFor(
+        async () => (await client.check({ ...q, profileId: "p_early_b" })).reason === "opted_out",
+      );
+      await consent("p_early_b", true, "signup");
+      // Identity has split p_early_a back off; its change has not come by yet.
+      const unmergedAt = Date.now();
+      identity.mergedInto.delete("p_early_a");
+      Object.assign(identity.profiles.get("p_early_a")!, {
+        splitFrom: "p_early_b",
+        updatedAt: timestampFromMs(unmergedAt),
+      });
+      expect(await client.check({ ...q, profileId: "p_early_a" })).toMatchObject({
+        reason: "opted_out",
+        detail: "consent withdrawn (unsubscribe)",
+      });
+      // The survivor signs up again after the split: its own statement, not the split-off profile's,
+      // also when the unmerge's change comes by now (or again).
+      await consent("p_early_b", true, "signup again");
+      const restored = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: "p_early_a",
+        version: 3n,
+        unmergedFrom: "p_early_b",
+        eventReceivedAt: timestampFromMs(unmergedAt),
+      });
+      for (const msgID of ["ws:p_early_a:3", "ws:p_early_a:3:again"]) {
+        await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, restored), {
+          msgID,
+        });
+      }
+      await sleep(500);
+      expect((await client.check({ ...q, profileId: "p_early_a" })).reason).toBe("opted_out");
+      expect((await client.check({ ...q, profileId: "p_early_b" })).decision).toBe(Decision.ALLOW);
     } finally {
       client.close();
     }
