@@ -9,7 +9,7 @@ import { create, type MessageInitShape } from "@bufbuild/protobuf";
 import { timestampFromMs } from "@bufbuild/protobuf/wkt";
 import { EventSchema, EventType, type Event } from "@kairos/contracts";
 import { NatsServer } from "@kairos/testkit";
-import { Erasure } from "./erasure.js";
+import { Erasure, NoProfile } from "./erasure.js";
 import { Resolver } from "./resolver.js";
 import { beforeWrites, gate, type StoreWriteStep } from "./test-stores.js";
 import { KvProfileStore, WriteConflict, profileBuckets, type ProfileStore } from "./store.js";
@@ -173,5 +173,32 @@ describe("a deletion racing other writers", () => {
       kind: "suppressed",
       profileIds: [],
     });
+  });
+  // A writer adding a device id to the profile claimed it and stopped before writing; the profile
+  // was then erased. The claim, still naming the erased profile's id, was taken over by another
+  // customer's login, which put a stand-in there leading to that customer: asking again for the
+  // erased profile by its id then found them, and erased them.
+  it("keeps an erased profile's id leading nowhere after a claim naming it is taken over", async () => {
+    const ws = "erase-claimed";
+    const store = await KvProfileStore.open(nc);
+    const resolver = new Resolver(store, Date.now, undefined, undefined, { staleClaimMs: 0 });
+    const first = await resolver.resolve(event(ws, { userId: "user-4", anonymousId: "anon-4" }));
+    if (first.kind === "suppressed") throw new Error("suppressed");
+    const erased = first.profile.profileId;
+    await store.link(ws, { type: "anonymous_id", value: "device-4" }, { profileId: erased, claimedAt: 1 }, 0);
+    const other = await resolver.resolve(event(ws, { userId: "user-5" }));
+    if (other.kind === "suppressed") throw new Error("suppressed");
+    const { erasure: e } = erasure(store, () => undefined);
+    await e.erase(ws, { type: "user_id", value: "user-4" }, false);
+    // The other customer logs in on the device.
+    await resolver.resolve(event(ws, { userId: "user-5", anonymousId: "device-4" }));
+    expect((await resolver.find(ws, { type: "anonymous_id", value: "device-4" }))?.value.profileId).toBe(
+      other.profile.profileId,
+    );
+    expect(await resolver.find(ws, { type: "profile_id", value: erased })).toBeUndefined();
+    await expect(e.erase(ws, { type: "profile_id", value: erased }, false)).rejects.toThrow(NoProfile);
+    expect((await resolver.find(ws, { type: "user_id", value: "user-5" }))?.value.profileId).toBe(
+      other.profile.profileId,
+    );
   });
 });

@@ -69,6 +69,7 @@ export interface ProfileRecord {
   /**
    * Set on a stand-in (`standIn`): a profile never written, whose claims another writer took over;
    * created at its id so that its writer, stalled rather than dead, cannot create it any more.
+   * Not a profile: lookups find nothing there.
    */
   neverWritten?: true;
   /**
@@ -346,10 +347,10 @@ export function tombstone(loser: ProfileRecord, survivorId: string, nowMs: numbe
 
 /**
  * What takes the place of a profile whose writer claimed identifiers for it and was presumed dead
- * before writing it: created at its id by the writer taking the claims over, leading to that
- * writer's profile (like a tombstone, holding nothing), so that the first writer, should it only
- * have stalled, fails to create the profile and tries again.
+ * before writing it: created at its id by the writer taking the claims over, holding nothing and
+ * leading nowhere, so that the first writer, should it only have stalled, fails to create the
+ * profile and tries again. Lookups treat it as no profile.
  */
-export function standIn(workspace: string, profileId: string, takenBy: string, nowMs: number): ProfileRecord {
-  return { ...newProfile(workspace, profileId, nowMs), mergedInto: takenBy, neverWritten: true };
+export function standIn(workspace: string, profileId: string, nowMs: number): ProfileRecord {
+  return { ...newProfile(workspace, profileId, nowMs), neverWritten: true };
 }

@@ -110,7 +110,8 @@ describe("two resolvers racing on random events", () => {
       const live: ProfileRecord[] = [];
       for await (const key of await profilesKv.keys(`${ws}.>`)) {
         const p = await store.getProfile(ws, key.slice(ws.length + 1));
-        if (p !== undefined && p.value.mergedInto === undefined) live.push(p.value);
+        if (p !== undefined && p.value.mergedInto === undefined && p.value.neverWritten !== true)
+          live.push(p.value);
       }
       const counted = live.reduce(
         (sum, p) => sum + Number(computedValues(p.computed ?? {}, rules.computed, Date.now()).events ?? 0),

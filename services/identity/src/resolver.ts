@@ -157,18 +157,21 @@ export class Resolver {
     profile?: Versioned<ProfileRecord>;
     unabsorbed: Unabsorbed[];
     dead: Versioned<ProfileRecord>[];
+    /** The chain ends at a stand-in: a profile never written, that never will be. */
+    standIn?: true;
   }> {
     const passed: Versioned<ProfileRecord>[] = [];
     let id = profileId;
     for (let hop = 0; hop < MAX_MERGE_HOPS; hop++) {
       const p = await read(workspace, id);
       if (p === undefined) return { unabsorbed: [], dead: passed };
+      if (p.value.neverWritten === true) return { unabsorbed: [], dead: passed, standIn: true };
       if (p.value.mergedInto === undefined) {
         const held = new Set(p.value.mergedFrom);
         const unabsorbed = passed
           // Nor by a later tombstone on the way, which brings it along (two stopped merges in a row).
           .filter((t, i) => !passed.slice(i + 1).some((u) => u.value.mergedFrom.includes(t.value.profileId)))
-          .filter((t) => !held.has(t.value.profileId) && t.value.neverWritten !== true)
+          .filter((t) => !held.has(t.value.profileId))
           .map((tomb) => ({ tomb, into: p }));
         return { profile: p, unabsorbed, dead: [] };
       }
@@ -294,20 +297,18 @@ export class Resolver {
     const live = await Promise.all(
       entries.map(async (e, i): Promise<Lead> => {
         if (e === undefined || !("profileId" in e.value)) return {};
-        const { profile: p, unabsorbed, dead } = await this.chase(ws, e.value.profileId, readOnce);
+        const { profile: p, unabsorbed, dead, standIn } = await this.chase(ws, e.value.profileId, readOnce);
         // A deletion is erasing it (or the profile it was retired into): waited for.
         if ([p, ...unabsorbed.map((u) => u.tomb), ...dead].some((x) => x?.value.erasing !== undefined))
           throw new WriteConflict(`profile ${e.value.profileId} (being erased)`);
         // Retired into a profile that is gone: the merge never completed; the profile comes back
-        // (one at a time: the resolution starts again after each). A stand-in holds nothing to
-        // bring back.
-        const gone = dead.find((t) => t.value.neverWritten !== true);
+        // (one at a time: the resolution starts again after each).
+        const [gone] = dead;
         if (gone !== undefined) await this.restore(gone, undefined, "its survivor is gone");
-        if (p === undefined) {
-          // Through a stand-in to a profile gone since (erased): a claim no write is coming for.
-          if (dead.length > 0) return { claimedFor: e.value.profileId, claimedAt: 0 };
-          return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
-        }
+        // Claimed for a profile whose claims were taken over once (a stand-in holds its id): no
+        // write is coming for it, so the claim is anyone's, as a released one.
+        if (standIn === true) return { claimedFor: e.value.profileId, claimedAt: 0 };
+        if (p === undefined) return { pending: e.value.profileId, claimedAt: e.value.claimedAt ?? 0 };
         // Leading to a profile that does not hold it (nor does a retired one on the way): claimed
         // for it by a writer that has not written it yet (or never will: its write lost, perhaps
         // to a merge that retired the profile since). Not a member.
@@ -533,14 +534,16 @@ export class Resolver {
     }
     for (const x of claimedOn.values()) await this.store.putProfile(x.value, x.revision);
     // A claim taken over for a profile never written (its writer presumed dead): a stand-in is
-    // created at that profile's id, leading here, so that the writer, should it only have stalled,
-    // fails to create it and tries again (rather than leave the identifiers on two profiles and the
-    // event applied twice). Created only if absent: a writer that has written it meanwhile makes this
-    // resolution start again and find it. It leads to a profile that exists (an existing one before
-    // its claims are taken, a new one once written), so stand-ins never lead to one another.
+    // created at that profile's id, so that the writer, should it only have stalled, fails to
+    // create it and tries again (rather than leave the identifiers on two profiles and the event
+    // applied twice). Created only if absent: a writer that has written it meanwhile makes this
+    // resolution start again and find it. It leads nowhere (a lookup of that id finds nothing; an
+    // entry still naming it is a claim anyone may take), so an id it takes that was a profile
+    // erased since stays erased. Written where this profile exists (an existing one before its
+    // claims are taken, a new one once written).
     const standIns = async () => {
       for (const x of pending) {
-        if (x !== record.profileId) await this.store.putProfile(standIn(ws, x, record.profileId, now), 0);
+        if (x !== record.profileId) await this.store.putProfile(standIn(ws, x, now), 0);
       }
     };
     if (s.revision !== 0) await standIns();
