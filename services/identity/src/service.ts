@@ -324,6 +324,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
       atMs: number,
       unmergedFrom = "",
       mergedFrom: readonly string[] = [],
+      unmergedFromVersion = 0,
     ) => {
       const profile = toProfile(p, rulesFor(p.workspace), clock());
       const change = create(ProfileChangedSchema, {
@@ -335,6 +336,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         eventReceivedAt: timestampFromMs(atMs),
         traceparent: currentTraceparent(),
         unmergedFrom,
+        unmergedFromVersion: BigInt(unmergedFromVersion),
         mergedFrom: [...mergedFrom],
       });
       await publishChanged(change, `${p.workspace}:${p.profileId}:${p.version}`);
@@ -580,7 +582,7 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
               throw e;
             }
             await publishState(survivor, now);
-            await publishState(restored, now, survivor.profileId);
+            await publishState(restored, now, survivor.profileId, [], survivor.version);
             await scheduleWindow(survivor, []);
             await scheduleWindow(restored, []);
             results.inc({ outcome: "unmerged" });

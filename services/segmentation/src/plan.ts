@@ -82,6 +82,11 @@ export interface MembershipState {
   handedFrom?: Record<string, string[]>;
   /** On a merged-away profile: the journeys it handed to its survivor; its removal does not exit them. */
   handedOver?: string[];
+  /**
+   * On a profile an unmerge split back off: from which profile, and that profile's version after
+   * the split (a merge of it at that version or before is the one undone: not made again).
+   */
+  splitFrom?: { profileId: string; version: number };
 }
 
 export interface Transition {
@@ -197,6 +202,11 @@ export function hasJourneys(s: MembershipState): boolean {
     Object.keys(s.inJourney ?? {}).length > 0 ||
     Object.keys(s.lastStarted ?? {}).length > 0
   );
+}
+
+/** Whether a merge into `survivor` at `mergeVersion` is one an unmerge of `merged` undid since. */
+export function undoneMerge(merged: MembershipState, survivor: string, mergeVersion: number): boolean {
+  return merged.splitFrom?.profileId === survivor && mergeVersion <= merged.splitFrom.version;
 }
 
 /**
@@ -381,6 +391,7 @@ export function evaluate(
   if (Object.keys(dates).length > 0) next.dates = dates;
   if (state.handedFrom !== undefined) next.handedFrom = state.handedFrom;
   if (state.handedOver !== undefined) next.handedOver = state.handedOver;
+  if (state.splitFrom !== undefined) next.splitFrom = state.splitFrom;
   return { plan, next, errors };
 }
 

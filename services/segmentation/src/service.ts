@@ -42,6 +42,7 @@ import {
   journeysToHandOver,
   renderPayload,
   restoredState,
+  undoneMerge,
   withJourneysOf,
   type CompiledWorkspace,
   type MembershipState,
@@ -503,6 +504,7 @@ export async function startSegmentation(
       for (let attempt = 0; ; attempt++) {
         const from = await store.get(workspace, loser, { fresh: true });
         if (!hasJourneys(from.state) || from.state.handedOver !== undefined) return;
+        if (undoneMerge(from.state, survivor, mergeVersion)) return; // split off again meanwhile
         let handed: string[] = [];
         await update(workspace, survivor, (s) => {
           handed = journeysToHandOver(ws, s, from.state, loser, mergeVersion);
@@ -518,17 +520,29 @@ export async function startSegmentation(
       }
     };
 
-    const apply = async (ws: CompiledWorkspace, change: ProfileChanged): Promise<void> => {
+    /** Evaluates a change; `unless` (read on every attempt) says when it no longer applies. */
+    const apply = async (
+      ws: CompiledWorkspace,
+      change: ProfileChanged,
+      unless?: (s: MembershipState) => boolean,
+    ): Promise<void> => {
       for (let attempt = 0; ; attempt++) {
         const got = await store.get(change.workspace, change.profileId);
+        if (unless?.(got.state) === true) return;
         const { revision } = got;
         const version = Number(change.version);
         // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
         // exit it made as a merged-away profile.
-        const state =
+        let state =
           change.unmergedFrom !== "" && got.state.version > version
             ? restoredState(got.state, clock())
             : got.state;
+        if (change.unmergedFrom !== "") {
+          // Live again: a removal as merged-away that comes later (its merge's) is not made.
+          const split = { profileId: change.unmergedFrom, version: Number(change.unmergedFromVersion) };
+          const { handedOver: _, ...rest } = state;
+          state = { ...rest, splitFrom: split };
+        }
         if (version < state.version) return; // older than what we already evaluated
         if (version === state.version && state.last !== undefined) {
           // A repeat (redelivery after a crash): publish the same outputs again.
@@ -577,17 +591,24 @@ export async function startSegmentation(
           return;
         }
         await lock.run(`${change.workspace}|${change.profileId}`, async () => {
-          // Profiles merged away hand their journeys to the survivor first, so that this change
-          // (a purchase that also logged the customer in) can already exit them.
+          // A merge an unmerge undid since (this change redelivered, or handled late): the profile
+          // split off again is live, and keeps what it has.
+          const losers: string[] = [];
           for (const loser of change.mergedFrom) {
             if (loser === change.profileId) continue;
+            const { state } = await store.get(change.workspace, loser, { fresh: true });
+            if (!undoneMerge(state, change.profileId, Number(change.version))) losers.push(loser);
+          }
+          // Profiles merged away hand their journeys to the survivor first, so that this change
+          // (a purchase that also logged the customer in) can already exit them.
+          for (const loser of losers) {
             await lock.run(`${change.workspace}|${loser}`, () =>
               handOver(ws, loser, change.profileId, Number(change.version)),
             );
           }
           await apply(ws, change);
           // Profiles merged away leave their segments: their ids are gone.
-          for (const loser of change.mergedFrom) {
+          for (const loser of losers) {
             await lock.run(`${change.workspace}|${loser}`, () =>
               apply(
                 ws,
@@ -598,6 +619,8 @@ export async function startSegmentation(
                   deleted: true,
                   eventReceivedAt: change.eventReceivedAt,
                 }),
+                // Split off again meanwhile (another replica, or just now): it stays live.
+                (s) => undoneMerge(s, change.profileId, Number(change.version)),
               ),
             );
           }

@@ -4,6 +4,7 @@ import type { JsonObject } from "@bufbuild/protobuf";
 import {
   afterUnmerge,
   applicableConsent,
+  asOf,
   cancellationTargets,
   capDay,
   consentRecords,
@@ -437,6 +438,24 @@ describe("dueAtOf", () => {
     const regranted = withConsent(split, "email", { ...granted, atMs: NOW });
     expect(afterUnmerge(regranted, unmergedAt).consent["email|"]).toEqual({ ...granted, atMs: NOW });
     expect(regranted.withdrawn).toEqual({ "email|": withdrew });
+  });
+
+  it("as of a time: the statements made by then, every send and cancellation", () => {
+    const early = { purpose: "", granted: false, source: "stop", atMs: NOW - 5 * H };
+    const late = { purpose: "", granted: true, source: "signup", atMs: NOW - H };
+    const c = contact({
+      consent: { "email|": late, "sms|": early },
+      withdrawn: { "email|": early },
+      preferences: { channels: ["sms"], maxPerWeek: 1, source: "centre", atMs: NOW - H },
+      sent: sent(1, NOW - H),
+      cancelled: { "journey:a:p": { atMs: NOW - H, reason: "order" } },
+    });
+    const then = asOf(c, NOW - 2 * H);
+    expect(then.consent).toEqual({ "sms|": early });
+    expect(then.withdrawn).toEqual({ "email|": early });
+    expect(then.preferences).toBeUndefined();
+    expect(then.sent).toEqual(c.sent);
+    expect(then.cancelled).toEqual(c.cancelled);
   });
 });
 

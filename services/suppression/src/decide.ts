@@ -82,6 +82,11 @@ export interface ContactState {
   withdrawn?: Record<string, ConsentRecord>;
   /** Set on the record of a profile an unmerge split off that one, once split (`afterUnmerge`). */
   splitFrom?: string;
+  /**
+   * With `splitFrom`: that profile's version after the split (0: not known); a merge of the two at
+   * that version or before is the one the split undid, and does not take this record again.
+   */
+  splitVersion?: number;
 }
 
 export const emptyContact = (): ContactState => ({ consent: {}, sent: [], cancelled: {} });
@@ -411,6 +416,19 @@ function withWithdrawal(contact: ContactState, key: string, r: ConsentRecord): C
   const prev = contact.withdrawn?.[key];
   if (prev !== undefined && prev.atMs >= r.atMs) return contact;
   return { ...contact, withdrawn: { ...contact.withdrawn, [key]: r } };
+}
+
+/**
+ * What the record had been told by `atMs`: statements (consent, withdrawals, preferences) made
+ * later are left out; sends and cancellations are all kept (they only hold back).
+ */
+export function asOf(contact: ContactState, atMs: number): ContactState {
+  const by = (rs: Record<string, ConsentRecord> | undefined) =>
+    Object.fromEntries(Object.entries(rs ?? {}).filter(([, r]) => r.atMs <= atMs));
+  const out: ContactState = { ...contact, consent: by(contact.consent) };
+  if (contact.withdrawn !== undefined) out.withdrawn = by(contact.withdrawn);
+  if (contact.preferences !== undefined && contact.preferences.atMs > atMs) delete out.preferences;
+  return out;
 }
 
 /**

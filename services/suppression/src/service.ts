@@ -61,6 +61,7 @@ import {
   decide,
   dueAtOf,
   afterUnmerge,
+  asOf,
   cancellationTargets,
   mergeContacts,
   withCancelled,
@@ -285,13 +286,24 @@ export async function startSuppression(
      * what was said after the unmerge is kept. Without
      * the profiles' locks (compare-and-set): a decision holding one runs it too (`judge`).
      */
-    const splitApart = async (ws: string, restored: string, survivor: string, atMs: number) => {
+    const splitApart = async (
+      ws: string,
+      restored: string,
+      survivor: string,
+      atMs: number,
+      survivorVersion: number,
+    ) => {
       const { state } = await stores.contact(ws, survivor, { fresh: true });
-      // Once: what the survivor is told after the split is its own, never the restored profile's.
+      // Once, and only what the survivor's record held by the split: what it is told afterwards is
+      // its own, never the restored profile's.
       await stores.updateContact(ws, restored, (s) =>
-        s.splitFrom === survivor
+        s.splitFrom === survivor && (s.splitVersion ?? 0) >= survivorVersion
           ? s
-          : { ...afterUnmerge(mergeContacts(s, state), atMs), splitFrom: survivor },
+          : {
+              ...afterUnmerge(mergeContacts(s, asOf(state, atMs)), atMs),
+              splitFrom: survivor,
+              splitVersion: Math.max(survivorVersion, s.splitFrom === survivor ? (s.splitVersion ?? 0) : 0),
+            },
       );
       await stores.updateContact(ws, survivor, (s) => afterUnmerge(s, atMs));
       unmergedRecords.inc();
@@ -324,7 +336,7 @@ export async function startSuppression(
       ) {
         // (As of the profile's last update, no earlier than the split: grants made by then drop.)
         const atMs = profile.updatedAt === undefined ? clock() : timestampMs(profile.updatedAt);
-        await splitApart(q.workspace, q.profileId, profile.splitFrom, atMs);
+        await splitApart(q.workspace, q.profileId, profile.splitFrom, atMs, 0);
         first = await stores.contact(q.workspace, q.profileId, { fresh: true });
       }
       // After a merge identity answers with the survivor: its record applies.
@@ -738,7 +750,7 @@ export async function startSuppression(
      * are erased. Safe to run again (a redelivery): the merge is idempotent and an erased record
      * is empty.
      */
-    const adoptMerged = async (ws: string, survivor: string, merged: readonly string[]) => {
+    const adoptMerged = async (ws: string, survivor: string, merged: readonly string[], version: number) => {
       for (const loser of merged) {
         if (loser === survivor) continue;
         for (let attempt = 1; ; attempt++) {
@@ -746,6 +758,9 @@ export async function startSuppression(
           // to it meanwhile, from any replica, is joined on the next round rather than lost.
           const { state, revision } = await stores.contact(ws, loser, { fresh: true });
           if (revision === 0) break;
+          // A merge an unmerge undid since (its change redelivered, or handled late): the profile
+          // split off again keeps its record.
+          if (state.splitFrom === survivor && version <= (state.splitVersion ?? 0)) break;
           await lock.run(profileLock(ws, survivor), () =>
             stores.updateContact(ws, survivor, (s) => mergeContacts(s, state)),
           );
@@ -797,10 +812,16 @@ export async function startSuppression(
           return;
         }
         if (change.mergedFrom.length > 0)
-          await adoptMerged(change.workspace, change.profileId, change.mergedFrom);
+          await adoptMerged(change.workspace, change.profileId, change.mergedFrom, Number(change.version));
         if (change.unmergedFrom !== "") {
           const atMs = change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt);
-          await splitApart(change.workspace, change.profileId, change.unmergedFrom, atMs);
+          await splitApart(
+            change.workspace,
+            change.profileId,
+            change.unmergedFrom,
+            atMs,
+            Number(change.unmergedFromVersion),
+          );
         }
         const rules = workspaces.get(change.workspace)?.suppression.cancelOn ?? [];
         for (const [i, rule] of rules.entries()) {

@@ -27,6 +27,7 @@ import {
   OutcomeSchema,
   OutcomeStatus,
   ProfileChangedSchema,
+  type ProfileChanged,
   SuppressionService,
 } from "@kairos/contracts";
 import { Cancellations, createGrpcClient, loadConfig, PROFILE_DELETED_KEY, subjects } from "@kairos/kit";
@@ -67,6 +68,8 @@ const fixtures: [string, JsonObject][] = [
   ["p_chain_t", {}],
   ["p_early_a", {}],
   ["p_early_b", {}],
+  ["p_late_a", {}],
+  ["p_late_b", {}],
 ];
 
 let server: NatsServer;
@@ -471,6 +474,54 @@ describe("suppression", () => {
       await sleep(500);
       expect((await client.check({ ...q, profileId: "p_early_a" })).reason).toBe("opted_out");
       expect((await client.check({ ...q, profileId: "p_early_b" })).decision).toBe(Decision.ALLOW);
+    } finally {
+      client.close();
+    }
+  });
+
+  it("gives a profile split off only what its survivor was told by the split, and once", async () => {
+    const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+    const q = { workspace: "ws", channel: "email", purpose: "marketing" };
+    const consent = (profileId: string, granted: boolean, source: string) =>
+      client.setConsent({ ...q, profileId, purpose: "", granted, source });
+    const publish = async (c: ProfileChanged, msgID: string) => {
+      await jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, c), { msgID });
+    };
+    const merge = create(ProfileChangedSchema, {
+      workspace: "ws",
+      profileId: "p_late_b",
+      version: 2n,
+      mergedFrom: ["p_late_a"],
+    });
+    try {
+      await consent("p_late_a", false, "unsubscribe");
+      identity.mergedInto.set("p_late_a", "p_late_b");
+      await publish(merge, "ws:p_late_b:2");
+      await waitFor(async () => (await client.check({ ...q, profileId: "p_late_b" })).reason === "opted_out");
+      // Split (the survivor at version 3 after it); the survivor then signs up, all before the
+      // split's change comes by.
+      const unmergedAt = Date.now();
+      identity.mergedInto.delete("p_late_a");
+      await sleep(5);
+      await consent("p_late_b", true, "signup after the split");
+      const restored = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: "p_late_a",
+        version: 3n,
+        unmergedFrom: "p_late_b",
+        unmergedFromVersion: 3n,
+        eventReceivedAt: timestampFromMs(unmergedAt),
+      });
+      await publish(restored, "ws:p_late_a:3");
+      await waitFor(async () => (await client.check({ ...q, profileId: "p_late_a" })).reason === "opted_out");
+      // The merge's change delivered again (not acknowledged before): the split-off profile keeps
+      // its record.
+      await publish(merge, "ws:p_late_b:2:again");
+      await sleep(500);
+      expect((await client.check({ ...q, profileId: "p_late_a" })).detail).toBe(
+        "consent withdrawn (unsubscribe)",
+      );
+      expect((await client.check({ ...q, profileId: "p_late_b" })).decision).toBe(Decision.ALLOW);
     } finally {
       client.close();
     }
