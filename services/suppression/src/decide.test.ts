@@ -16,6 +16,7 @@ import {
   timeZoneOf,
   withCancelled,
   withConsent,
+  withPreferences,
   withSent,
   type ContactState,
   type IntentFacts,
@@ -438,6 +439,40 @@ describe("dueAtOf", () => {
     const regranted = withConsent(split, "email", { ...granted, atMs: NOW });
     expect(afterUnmerge(regranted, unmergedAt).consent["email|"]).toEqual({ ...granted, atMs: NOW });
     expect(regranted.withdrawn).toEqual({ "email|": withdrew });
+  });
+
+  it("split apart by an unmerge: every preference statement either customer made holds, until restated", () => {
+    const smsOnly = { channels: ["sms"], maxPerWeek: 0, source: "a's centre", atMs: NOW - 5 * H };
+    const both = { channels: ["email", "sms"], maxPerWeek: 5, source: "b's centre", atMs: NOW - 2 * H };
+    const merged = mergeContacts(contact({ preferences: both }), contact({ preferences: smsOnly }));
+    expect(merged.preferences).toEqual(both);
+    expect(merged.replacedPreferences).toEqual([smsOnly]);
+    expect(mergeContacts(merged, contact({ preferences: smsOnly }))).toEqual(merged);
+    expect(decide(intent, profile(), merged, [], policy(), NOW).kind).toBe("dispatch");
+    const split = afterUnmerge(merged, NOW - H);
+    expect(split.preferences).toBeUndefined();
+    expect(split.heldPreferences).toEqual([both, smsOnly]);
+    expect(afterUnmerge(split, NOW - H)).toEqual(split);
+    expect(decide(intent, profile(), split, [], policy(), NOW)).toMatchObject({
+      reason: "not_preferred_channel",
+      detail: "prefers sms",
+    });
+    // Five a week at most, as one of them asked.
+    const sentFive = { ...split, sent: sent(5, NOW - H) };
+    expect(
+      decide({ ...intent, channel: "sms" }, profile(), sentFive, [], policy({ name: "sms" }), NOW),
+    ).toMatchObject({
+      reason: "preferred_frequency",
+    });
+    // Stated again by the customer: their own.
+    const restated = withPreferences(split, {
+      channels: ["email"],
+      maxPerWeek: 0,
+      source: "again",
+      atMs: NOW,
+    });
+    expect(restated.heldPreferences).toBeUndefined();
+    expect(decide(intent, profile(), restated, [], policy(), NOW).kind).toBe("dispatch");
   });
 
   it("as of a time: the statements made by then, every send and cancellation", () => {

@@ -70,6 +70,17 @@ export interface ContactState {
   /** `<channel>|<purpose>` → the latest statement recorded through the API. */
   consent: Record<string, ConsentRecord>;
   preferences?: Preferences;
+  /**
+   * Preference statements a merge replaced with the other profile's later one (remembered for an
+   * unmerge, like `withdrawn`; not read by decisions).
+   */
+  replacedPreferences?: Preferences[];
+  /**
+   * After an unmerge, which cannot tell whose they were: every preference statement either customer
+   * made by then, all of which apply (the channels each allows, the lowest weekly limit) until the
+   * customer states their preferences again.
+   */
+  heldPreferences?: Preferences[];
   /** Actions counted against caps within the last 8 days. */
   sent: SentEntry[];
   /** Cancel key → when it was cancelled (kept 8 days). */
@@ -90,6 +101,26 @@ export interface ContactState {
 }
 
 export const emptyContact = (): ContactState => ({ consent: {}, sent: [], cancelled: {} });
+
+/** The preference statements that apply: the customer's, and those an unmerge held for both. */
+export function preferencesOf(contact: ContactState): Preferences[] {
+  return [
+    ...(contact.preferences === undefined ? [] : [contact.preferences]),
+    ...(contact.heldPreferences ?? []),
+  ];
+}
+
+function lowestWeekly(prefs: readonly Preferences[]): number | undefined {
+  const limits = prefs.map((p) => p.maxPerWeek).filter((n) => n > 0);
+  return limits.length > 0 ? Math.min(...limits) : undefined;
+}
+
+/** A preference statement of the customer's own: it replaces whatever an unmerge held. */
+export function withPreferences(contact: ContactState, p: Preferences): ContactState {
+  if ((contact.preferences?.atMs ?? 0) > p.atMs) return contact;
+  const { heldPreferences: _, ...rest } = contact;
+  return { ...rest, preferences: p };
+}
 
 /** A suppression-list entry that applies to the profile on the channel. */
 export interface ListedEntry {
@@ -226,7 +257,7 @@ function capRules(policy: Policy, contact: ContactState, channel: string, nowMs:
     },
     {
       reason: "preferred_frequency",
-      limit: contact.preferences?.maxPerWeek || undefined,
+      limit: lowestWeekly(preferencesOf(contact)),
       counted: week,
       what: "in the last 7 days, as the customer asked",
     },
@@ -298,14 +329,10 @@ export function decide(
     };
   }
 
-  const prefs = contact.preferences;
-  if (
-    !exempt &&
-    messages &&
-    prefs !== undefined &&
-    prefs.channels.length > 0 &&
-    !prefs.channels.includes(intent.channel)
-  ) {
+  const prefs = preferencesOf(contact).find(
+    (p) => p.channels.length > 0 && !p.channels.includes(intent.channel),
+  );
+  if (!exempt && messages && prefs !== undefined) {
     return {
       kind: "suppress",
       reason: "not_preferred_channel",
@@ -428,6 +455,11 @@ export function asOf(contact: ContactState, atMs: number): ContactState {
   const out: ContactState = { ...contact, consent: by(contact.consent) };
   if (contact.withdrawn !== undefined) out.withdrawn = by(contact.withdrawn);
   if (contact.preferences !== undefined && contact.preferences.atMs > atMs) delete out.preferences;
+  for (const f of ["replacedPreferences", "heldPreferences"] as const) {
+    const kept = contact[f]?.filter((p) => p.atMs <= atMs);
+    if (kept === undefined || kept.length === 0) delete out[f];
+    else out[f] = kept;
+  }
   return out;
 }
 
@@ -453,7 +485,31 @@ export function afterUnmerge(contact: ContactState, atMs: number): ContactState 
   }
   const out: ContactState = { ...contact, consent };
   if (Object.keys(withdrawn).length > 0) out.withdrawn = withdrawn;
+  // Preferences stated after the unmerge are the customer's own; else every statement made by then holds.
+  if (contact.preferences === undefined || contact.preferences.atMs <= atMs) {
+    const held = uniquePreferences([
+      ...preferencesOf(contact),
+      ...(contact.replacedPreferences ?? []),
+    ]).filter((p) => p.atMs <= atMs);
+    delete out.preferences;
+    delete out.replacedPreferences;
+    if (held.length > 0) out.heldPreferences = held;
+    else delete out.heldPreferences;
+  }
   return out;
+}
+
+const preferenceKey = (p: Preferences) =>
+  JSON.stringify([p.atMs, p.source, p.maxPerWeek, [...p.channels].sort()]);
+
+function uniquePreferences(prefs: readonly Preferences[]): Preferences[] {
+  const seen = new Set<string>();
+  return prefs.filter((p) => {
+    const k = preferenceKey(p);
+    if (seen.has(k)) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /**
@@ -480,6 +536,18 @@ export function mergeContacts(survivor: ContactState, merged: ContactState): Con
     (out.preferences === undefined || out.preferences.atMs < merged.preferences.atMs)
   )
     out.preferences = merged.preferences;
+  // The statement not kept is remembered (for an unmerge), as are those either remembered or held.
+  const others = uniquePreferences(
+    [
+      ...preferencesOf(survivor),
+      ...preferencesOf(merged),
+      ...(survivor.replacedPreferences ?? []),
+      ...(merged.replacedPreferences ?? []),
+    ].filter((p) => out.preferences === undefined || preferenceKey(p) !== preferenceKey(out.preferences)),
+  ).slice(-10);
+  if (others.length > 0) out.replacedPreferences = others;
+  const held = uniquePreferences([...(survivor.heldPreferences ?? []), ...(merged.heldPreferences ?? [])]);
+  if (held.length > 0) out.heldPreferences = held;
   const ids = new Set(out.sent.map((e) => e.id));
   out.sent = [...out.sent, ...merged.sent.filter((e) => !ids.has(e.id))].sort((a, b) => a.atMs - b.atMs);
   for (const [key, c] of Object.entries(merged.cancelled)) out = withCancelled(out, [key], c.atMs, c.reason);

@@ -66,6 +66,7 @@ import {
   mergeContacts,
   withCancelled,
   withConsent,
+  withPreferences,
   withSent,
   type IntentFacts,
   type Policy,
@@ -930,17 +931,12 @@ export async function startSuppression(
           }
           const recordedAtMs = clock();
           await stores.updateContact(req.workspace, await recordHolder(req.workspace, req.profileId), (s) =>
-            (s.preferences?.atMs ?? 0) > recordedAtMs
-              ? s
-              : {
-                  ...s,
-                  preferences: {
-                    channels: req.channels,
-                    maxPerWeek: req.maxPerWeek,
-                    source: req.source,
-                    atMs: recordedAtMs,
-                  },
-                },
+            withPreferences(s, {
+              channels: req.channels,
+              maxPerWeek: req.maxPerWeek,
+              source: req.source,
+              atMs: recordedAtMs,
+            }),
           );
           return { recordedAt: timestampFromMs(recordedAtMs) };
         },
