@@ -85,6 +85,8 @@ export interface ProfileRecord {
   erasing?: number;
   /** Set on a profile an unmerge restored: the survivor it was split from (a stopped split resumes). */
   splitFrom?: string;
+  /** With `splitFrom`: when it was split off, and the survivor's version after the split. */
+  split?: { atMs: number; survivorVersion: number };
   /** Merges split back apart by an unmerge: a redelivery of the event that made one does not make it again. */
   unmerged?: { profileId: string; eventId: string }[];
   /** Merges into this profile still in force, oldest first (absent in records older than it). */
@@ -334,6 +336,7 @@ export function splitOff(
   if (restored.mergedInto !== undefined) {
     delete restored.mergedInto;
     restored.splitFrom = survivor.profileId;
+    restored.split = { atMs: nowMs, survivorVersion: s.version };
     restored.version += 1;
     restored.updatedAtMs = nowMs;
   }

@@ -121,6 +121,9 @@ export function toProfile(p: ProfileRecord, rules?: CompiledRules, nowMs = Date.
       linkedBy: m.linkedBy ?? [],
     })),
     splitFrom: p.splitFrom ?? "",
+    ...(p.split === undefined
+      ? {}
+      : { splitFromVersion: BigInt(p.split.survivorVersion), splitAt: timestampFromMs(p.split.atMs) }),
   });
 }
 

@@ -533,8 +533,10 @@ export async function startSegmentation(
         const version = Number(change.version);
         // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
         // exit it made as a merged-away profile.
+        // (Only from the removal as merged-away, at the top version: a redelivery of the split's
+        // change after a later change of the profile is older, and ignored below.)
         let state =
-          change.unmergedFrom !== "" && got.state.version > version
+          change.unmergedFrom !== "" && got.state.version === Number.MAX_SAFE_INTEGER
             ? restoredState(got.state, clock())
             : got.state;
         if (change.unmergedFrom !== "") {

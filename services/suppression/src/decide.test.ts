@@ -451,7 +451,7 @@ describe("dueAtOf", () => {
     expect(decide(intent, profile(), merged, [], policy(), NOW).kind).toBe("dispatch");
     const split = afterUnmerge(merged, NOW - H);
     expect(split.preferences).toBeUndefined();
-    expect(split.heldPreferences).toEqual([both, smsOnly]);
+    expect(split.heldPreferences).toEqual([smsOnly, both]);
     expect(afterUnmerge(split, NOW - H)).toEqual(split);
     expect(decide(intent, profile(), split, [], policy(), NOW)).toMatchObject({
       reason: "not_preferred_channel",
@@ -473,6 +473,28 @@ describe("dueAtOf", () => {
     });
     expect(restated.heldPreferences).toBeUndefined();
     expect(decide(intent, profile(), restated, [], policy(), NOW).kind).toBe("dispatch");
+  });
+
+  it("remembers preference statements the same whatever the order of merges, and at most ten", () => {
+    const pref = (i: number) => ({
+      channels: [`c${i % 3}`],
+      maxPerWeek: i,
+      source: `s${i}`,
+      atMs: NOW - i * H,
+    });
+    const one = (i: number) => contact({ preferences: pref(i) });
+    let forward = contact();
+    let backward = contact();
+    for (let i = 0; i < 30; i++) forward = mergeContacts(forward, one(i));
+    for (let i = 29; i >= 0; i--) backward = mergeContacts(backward, one(i));
+    expect(forward.preferences).toEqual(pref(0));
+    expect(backward).toEqual(forward);
+    expect(forward.replacedPreferences).toEqual([10, 9, 8, 7, 6, 5, 4, 3, 2, 1].map(pref));
+    expect(mergeContacts(forward, one(3))).toEqual(forward);
+    expect(mergeContacts(forward, forward)).toEqual(forward);
+    const split = afterUnmerge(forward, NOW);
+    expect(split.heldPreferences).toHaveLength(10);
+    expect(mergeContacts(split, split)).toEqual(split);
   });
 
   it("as of a time: the statements made by then, every send and cancellation", () => {

@@ -487,10 +487,9 @@ export function afterUnmerge(contact: ContactState, atMs: number): ContactState 
   if (Object.keys(withdrawn).length > 0) out.withdrawn = withdrawn;
   // Preferences stated after the unmerge are the customer's own; else every statement made by then holds.
   if (contact.preferences === undefined || contact.preferences.atMs <= atMs) {
-    const held = uniquePreferences([
-      ...preferencesOf(contact),
-      ...(contact.replacedPreferences ?? []),
-    ]).filter((p) => p.atMs <= atMs);
+    const held = latestPreferences(
+      [...preferencesOf(contact), ...(contact.replacedPreferences ?? [])].filter((p) => p.atMs <= atMs),
+    );
     delete out.preferences;
     delete out.replacedPreferences;
     if (held.length > 0) out.heldPreferences = held;
@@ -501,6 +500,19 @@ export function afterUnmerge(contact: ContactState, atMs: number): ContactState 
 
 const preferenceKey = (p: Preferences) =>
   JSON.stringify([p.atMs, p.source, p.maxPerWeek, [...p.channels].sort()]);
+
+/** At most this many preference statements are remembered for an unmerge: the latest. */
+const REMEMBERED_PREFERENCES = 10;
+
+/**
+ * Each statement once, oldest first, the latest `REMEMBERED_PREFERENCES`: the same whatever order
+ * they came in, so merging a record again changes nothing.
+ */
+function latestPreferences(prefs: readonly Preferences[]): Preferences[] {
+  return uniquePreferences(prefs)
+    .sort((a, b) => a.atMs - b.atMs || (preferenceKey(a) < preferenceKey(b) ? -1 : 1))
+    .slice(-REMEMBERED_PREFERENCES);
+}
 
 function uniquePreferences(prefs: readonly Preferences[]): Preferences[] {
   const seen = new Set<string>();
@@ -536,18 +548,21 @@ export function mergeContacts(survivor: ContactState, merged: ContactState): Con
     (out.preferences === undefined || out.preferences.atMs < merged.preferences.atMs)
   )
     out.preferences = merged.preferences;
-  // The statement not kept is remembered (for an unmerge), as are those either remembered or held.
-  const others = uniquePreferences(
+  // The statement not kept is remembered (for an unmerge), as are those either remembered; those
+  // an earlier unmerge held stay held.
+  const others = latestPreferences(
     [
-      ...preferencesOf(survivor),
-      ...preferencesOf(merged),
+      ...(survivor.preferences === undefined ? [] : [survivor.preferences]),
+      ...(merged.preferences === undefined ? [] : [merged.preferences]),
       ...(survivor.replacedPreferences ?? []),
       ...(merged.replacedPreferences ?? []),
     ].filter((p) => out.preferences === undefined || preferenceKey(p) !== preferenceKey(out.preferences)),
-  ).slice(-10);
+  );
   if (others.length > 0) out.replacedPreferences = others;
-  const held = uniquePreferences([...(survivor.heldPreferences ?? []), ...(merged.heldPreferences ?? [])]);
+  else delete out.replacedPreferences;
+  const held = latestPreferences([...(survivor.heldPreferences ?? []), ...(merged.heldPreferences ?? [])]);
   if (held.length > 0) out.heldPreferences = held;
+  else delete out.heldPreferences;
   const ids = new Set(out.sent.map((e) => e.id));
   out.sent = [...out.sent, ...merged.sent.filter((e) => !ids.has(e.id))].sort((a, b) => a.atMs - b.atMs);
   for (const [key, c] of Object.entries(merged.cancelled)) out = withCancelled(out, [key], c.atMs, c.reason);

@@ -335,9 +335,11 @@ export async function startSuppression(
         profile.profileId === q.profileId &&
         first.state.splitFrom !== profile.splitFrom
       ) {
-        // (As of the profile's last update, no earlier than the split: grants made by then drop.)
-        const atMs = profile.updatedAt === undefined ? clock() : timestampMs(profile.updatedAt);
-        await splitApart(q.workspace, q.profileId, profile.splitFrom, atMs, 0);
+        // As of the split, and marked with the survivor's version after it (as the change would).
+        // (A profile split before identity said when: as of its last update, no earlier.)
+        const at = profile.splitAt ?? profile.updatedAt;
+        const atMs = at === undefined ? clock() : timestampMs(at);
+        await splitApart(q.workspace, q.profileId, profile.splitFrom, atMs, Number(profile.splitFromVersion));
         first = await stores.contact(q.workspace, q.profileId, { fresh: true });
       }
       // After a merge identity answers with the survivor: its record applies.

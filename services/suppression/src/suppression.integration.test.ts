@@ -70,6 +70,10 @@ const fixtures: [string, JsonObject][] = [
   ["p_early_b", {}],
   ["p_late_a", {}],
   ["p_late_b", {}],
+  ["p_rv_a", {}],
+  ["p_rv_b", {}],
+  ["p_rv2_a", {}],
+  ["p_rv2_b", {}],
 ];
 
 let server: NatsServer;
@@ -450,7 +454,8 @@ describe("suppression", () => {
       identity.mergedInto.delete("p_early_a");
       Object.assign(identity.profiles.get("p_early_a")!, {
         splitFrom: "p_early_b",
-        updatedAt: timestampFromMs(unmergedAt),
+        splitFromVersion: 3n,
+        splitAt: timestampFromMs(unmergedAt),
       });
       expect(await client.check({ ...q, profileId: "p_early_a" })).toMatchObject({
         reason: "opted_out",
@@ -464,6 +469,7 @@ describe("suppression", () => {
         profileId: "p_early_a",
         version: 3n,
         unmergedFrom: "p_early_b",
+        unmergedFromVersion: 3n,
         eventReceivedAt: timestampFromMs(unmergedAt),
       });
       for (const msgID of ["ws:p_early_a:3", "ws:p_early_a:3:again"]) {
@@ -525,6 +531,90 @@ describe("suppression", () => {
     } finally {
       client.close();
     }
+  });
+
+  describe("a split done for a decision before the unmerge's change", () => {
+    const q = { workspace: "ws", channel: "email", purpose: "marketing" };
+    /** `a` merged into `b` (the change processed), then split back off at `splitAtMs` (b at version 3). */
+    const mergedThenSplit = async (a: string, b: string, before?: () => Promise<unknown>) => {
+      identity.mergedInto.set(a, b);
+      const merge = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: b,
+        version: 2n,
+        mergedFrom: [a],
+      });
+      const publishMerge = (msgID: string) =>
+        jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, merge), { msgID });
+      await before?.();
+      await publishMerge(`ws:${b}:2`);
+      await sleep(300);
+      const splitAtMs = Date.now();
+      identity.mergedInto.delete(a);
+      Object.assign(identity.profiles.get(a)!, {
+        splitFrom: b,
+        splitFromVersion: 3n,
+        splitAt: timestampFromMs(splitAtMs),
+      });
+      const restored = create(ProfileChangedSchema, {
+        workspace: "ws",
+        profileId: a,
+        version: 3n,
+        unmergedFrom: b,
+        unmergedFromVersion: 3n,
+        eventReceivedAt: timestampFromMs(splitAtMs),
+      });
+      const publishRestored = () =>
+        jetstream(nc).publish(subjects.profiles("ws", 0), toBinary(ProfileChangedSchema, restored), {
+          msgID: `ws:${a}:3`,
+        });
+      return { splitAtMs, publishMerge, publishRestored };
+    };
+
+    // Its record marked with the survivor's version after the split: the merge delivered again
+    // afterwards does not take the record (and with it what was said since) into the survivor's.
+    it("keeps a withdrawal made after the split through a redelivered merge", async () => {
+      const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+      try {
+        const { publishMerge, publishRestored } = await mergedThenSplit("p_rv_a", "p_rv_b");
+        expect((await client.check({ ...q, profileId: "p_rv_a" })).decision).toBe(Decision.ALLOW);
+        await client.setConsent({
+          ...q,
+          profileId: "p_rv_a",
+          purpose: "",
+          granted: false,
+          source: "after the split",
+        });
+        await publishMerge("ws:p_rv_b:2:again");
+        await sleep(500);
+        await publishRestored();
+        await sleep(500);
+        expect(await client.check({ ...q, profileId: "p_rv_a" })).toMatchObject({
+          reason: "opted_out",
+          detail: "consent withdrawn (after the split)",
+        });
+      } finally {
+        client.close();
+      }
+    });
+
+    // As of the split, not of the profile's last update: the survivor's grant made after the split
+    // (and before the split-off profile's next event) is its own and stays.
+    it("splits as of the split, keeping what the survivor said since", async () => {
+      const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+      const consent = (profileId: string, granted: boolean, source: string) =>
+        client.setConsent({ ...q, profileId, purpose: "", granted, source });
+      try {
+        await mergedThenSplit("p_rv2_a", "p_rv2_b", () => consent("p_rv2_b", false, "long ago"));
+        await sleep(5);
+        await consent("p_rv2_b", true, "after the split");
+        identity.profiles.get("p_rv2_a")!.updatedAt = timestampFromMs(Date.now() + 5);
+        expect((await client.check({ ...q, profileId: "p_rv2_a" })).reason).toBe("opted_out");
+        expect((await client.check({ ...q, profileId: "p_rv2_b" })).decision).toBe(Decision.ALLOW);
+      } finally {
+        client.close();
+      }
+    });
   });
 
   it("applies a merged-away profile's withdrawal before the merge's change has come by", async () => {
