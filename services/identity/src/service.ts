@@ -342,7 +342,10 @@ export async function startIdentity(cfg: IdentityConfig, opts: StartOptions = {}
         unmergedFromVersion: BigInt(unmergedFromVersion),
         mergedFrom: [...mergedFrom],
       });
-      await publishChanged(change, `${p.workspace}:${p.profileId}:${p.version}`);
+      // The split's change has an id of its own: a split retried after a conflict may publish the
+      // restored profile at a version an event of it was published under meanwhile.
+      const id = `${p.workspace}:${p.profileId}:${p.version}`;
+      await publishChanged(change, unmergedFrom === "" ? id : `${id}:split`);
     };
     const windowTimers = await DurableTimers.start<WindowTimer>(runtime.nc, {
       bucket: "profile-window-timers",

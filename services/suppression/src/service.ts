@@ -333,7 +333,8 @@ export async function startSuppression(
         profile !== undefined &&
         profile.splitFrom !== "" &&
         profile.profileId === q.profileId &&
-        first.state.splitFrom !== profile.splitFrom
+        (first.state.splitFrom !== profile.splitFrom ||
+          (first.state.splitVersion ?? 0) < Number(profile.splitFromVersion))
       ) {
         // As of the split, and marked with the survivor's version after it (as the change would).
         // (A profile split before identity said when: as of its last update, no earlier.)

@@ -74,6 +74,8 @@ const fixtures: [string, JsonObject][] = [
   ["p_rv_b", {}],
   ["p_rv2_a", {}],
   ["p_rv2_b", {}],
+  ["p_rv3_a", {}],
+  ["p_rv3_b", {}],
 ];
 
 let server: NatsServer;
@@ -592,6 +594,35 @@ describe("suppression", () => {
         expect(await client.check({ ...q, profileId: "p_rv_a" })).toMatchObject({
           reason: "opted_out",
           detail: "consent withdrawn (after the split)",
+        });
+      } finally {
+        client.close();
+      }
+    });
+
+    // Split, merged again, unsubscribed while merged (on the survivor's record), split again: the
+    // second split is done for a decision too, though the record is marked from the first.
+    it("splits again for a second split of the same two", async () => {
+      const client = createGrpcClient(SuppressionService, svc.grpcAddress);
+      try {
+        await mergedThenSplit("p_rv3_a", "p_rv3_b");
+        expect((await client.check({ ...q, profileId: "p_rv3_a" })).decision).toBe(Decision.ALLOW);
+        identity.mergedInto.set("p_rv3_a", "p_rv3_b");
+        await client.setConsent({
+          ...q,
+          profileId: "p_rv3_a",
+          purpose: "",
+          granted: false,
+          source: "while merged",
+        });
+        identity.mergedInto.delete("p_rv3_a");
+        Object.assign(identity.profiles.get("p_rv3_a")!, {
+          splitFromVersion: 5n,
+          splitAt: timestampFromMs(Date.now()),
+        });
+        expect(await client.check({ ...q, profileId: "p_rv3_a" })).toMatchObject({
+          reason: "opted_out",
+          detail: "consent withdrawn (while merged)",
         });
       } finally {
         client.close();
