@@ -531,10 +531,9 @@ export async function startSegmentation(
         if (unless?.(got.state) === true) return;
         const { revision } = got;
         const version = Number(change.version);
-        // A profile split back off a merge (unmerge) starts afresh: what is held for it is the
-        // exit it made as a merged-away profile.
-        // (Only from the removal as merged-away, at the top version: a redelivery of the split's
-        // change after a later change of the profile is older, and ignored below.)
+        // A profile split back off a merge (unmerge) starts afresh but for its journeys
+        // (`restoredState`): only from its removal as merged-away, at the top version (a redelivery
+        // of the split's change after a later change of the profile is older, and ignored below).
         let state =
           change.unmergedFrom !== "" && got.state.version === Number.MAX_SAFE_INTEGER
             ? restoredState(got.state, clock())
@@ -594,7 +593,9 @@ export async function startSegmentation(
         }
         await lock.run(`${change.workspace}|${change.profileId}`, async () => {
           // A merge an unmerge undid since (this change redelivered, or handled late): the profile
-          // split off again is live, and keeps what it has.
+          // split off again is live, and keeps what it has. Read from the bucket: a cached copy from
+          // when this replica removed it would repeat that removal's exits. (`handOver` and the
+          // removal's `unless` look again, for a split landing meanwhile.)
           const losers: string[] = [];
           for (const loser of change.mergedFrom) {
             if (loser === change.profileId) continue;

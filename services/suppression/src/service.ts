@@ -295,15 +295,15 @@ export async function startSuppression(
       survivorVersion: number,
     ) => {
       const { state } = await stores.contact(ws, survivor, { fresh: true });
-      // Once, and only what the survivor's record held by the split: what it is told afterwards is
-      // its own, never the restored profile's.
+      // Once per split, and only what the survivor's record held by then: what it is told afterwards
+      // is its own, never the restored profile's.
       await stores.updateContact(ws, restored, (s) =>
         s.splitFrom === survivor && (s.splitVersion ?? 0) >= survivorVersion
           ? s
           : {
               ...afterUnmerge(mergeContacts(s, asOf(state, atMs)), atMs),
               splitFrom: survivor,
-              splitVersion: Math.max(survivorVersion, s.splitFrom === survivor ? (s.splitVersion ?? 0) : 0),
+              splitVersion: survivorVersion,
             },
       );
       await stores.updateContact(ws, survivor, (s) => afterUnmerge(s, atMs));
@@ -659,12 +659,12 @@ export async function startSuppression(
      */
     const applyCancellation = async (c: Cancellation) => {
       const atMs = c.cancelledAt === undefined ? clock() : timestampMs(c.cancelledAt);
-      const apply = async (t: { profileId: string; keys: string[] }) => {
-        // Recorded in the named profile's record, even a merged-away profile's keys: an action
-        // intended for that id is judged against the survivor's record.
-        await lock.run(profileLock(c.workspace, c.profileId), () =>
-          stores.updateContact(c.workspace, c.profileId, (s) => withCancelled(s, t.keys, atMs, c.reason)),
+      /** Recorded in the record the actions of `keys` are judged against (a survivor's holds them all). */
+      const record = (profileId: string, keys: readonly string[]) =>
+        lock.run(profileLock(c.workspace, profileId), () =>
+          stores.updateContact(c.workspace, profileId, (s) => withCancelled(s, keys, atMs, c.reason)),
         );
+      const withdraw = async (t: { profileId: string; keys: string[] }) => {
         // For the dispatchers: an action already handed to its channel is withdrawn there.
         await cancellations.mark(c.workspace, t.profileId, t.keys, { atMs, reason: c.reason });
         await withdrawDeferred(
@@ -680,22 +680,24 @@ export async function startSuppression(
       };
       // The profile named first, without asking identity: it is not held up while identity is away
       // (the redelivery that then follows applies it again, which changes nothing).
-      const [named] = cancellationTargets(c.profileId, c.cancelKeys, []);
-      await apply(named!);
+      const named = { profileId: c.profileId, keys: [...new Set(c.cancelKeys)] };
+      await record(named.profileId, named.keys);
+      await withdraw(named);
       // The customer's other profiles: merged into this one, or, when this one was merged into another
       // since, that survivor and everything merged into it (all of them one customer now).
       const profile = await profiles.get(c.workspace, c.profileId, c.profileVersion);
       if (profile === undefined) return;
-      const others = profile.profileId === c.profileId ? [] : [profile.profileId];
+      const survivor = profile.profileId;
+      const others = survivor === c.profileId ? [] : [survivor];
       const targets = cancellationTargets(c.profileId, c.cancelKeys, [...others, ...profile.mergedFrom]);
-      for (const t of targets.slice(1)) await apply(t);
-      // An action intended for any of them is judged against the survivor's record: it holds the keys.
-      if (others.length > 0) {
-        const all = targets.flatMap((t) => t.keys);
-        await lock.run(profileLock(c.workspace, profile.profileId), () =>
-          stores.updateContact(c.workspace, profile.profileId, (s) => withCancelled(s, all, atMs, c.reason)),
-        );
-      }
+      const rest = targets.slice(1);
+      if (rest.length === 0) return;
+      // An action intended for any of them is judged against the survivor's record: it holds their keys.
+      await record(
+        survivor,
+        (survivor === c.profileId ? rest : targets).flatMap((t) => t.keys),
+      );
+      for (const t of rest) await withdraw(t);
     };
 
     await runtime.consume(consumers.suppressionCancels, {
@@ -726,7 +728,8 @@ export async function startSuppression(
      */
     const forget = async (change: ProfileChanged) => {
       const atMs = change.eventReceivedAt === undefined ? clock() : timestampMs(change.eventReceivedAt);
-      // What was intended for the profiles merged into theirs too: those actions keep their ids.
+      // The same under the ids of the profiles merged into theirs: what was intended for those keeps
+      // their ids.
       for (const id of new Set([change.profileId, ...change.mergedFrom])) {
         await cancellations.mark(change.workspace, id, [PROFILE_DELETED_KEY], {
           atMs,
@@ -737,10 +740,8 @@ export async function startSuppression(
           reason: "profile_deleted",
           detail: "the customer was deleted",
         }));
-      }
-      // Their record and what was decided about them, but the withdrawals the deletion caused (also on
-      // a redelivery); the same under the ids of the profiles merged into theirs.
-      for (const id of [change.profileId, ...change.mergedFrom]) {
+        // Their record and what was decided about them, but the withdrawals the deletion caused
+        // (also on a redelivery).
         await lock.run(profileLock(change.workspace, id), async () => {
           await stores.deleteContact(change.workspace, id);
           await stores.purgeDecisions(change.workspace, id, (r) => r.reason === "profile_deleted");
